@@ -1,0 +1,28 @@
+//! The test guest: renders animated test patterns into memfd-backed scanout buffers, as a
+//! VM's GPU renders into dmabufs, and checks decoded pictures of those patterns.
+//!
+//! - [`GuestBuffer`]: one mapped memfd holding an XRGB8888 (DRM `XR24`) or NV12 image with
+//!   any stride and offset.
+//! - [`Pattern`] and [`render`]: colour bars with a moving square, a frame counter, or a
+//!   solid colour.
+//! - [`Guest`]: a ring of buffers for hosts, which never redraws a buffer still in use.
+//! - [`Image`], [`read_ppm`], [`check_bars`], [`check_upright_bars`], [`read_counter`]:
+//!   checks for tests on decoded (lossy) pictures, e.g. client screenshots.
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod buffer;
+mod check;
+mod counter;
+mod error;
+mod image;
+mod pattern;
+mod ring;
+
+pub use buffer::{DRM_FORMAT_NV12, DRM_FORMAT_XRGB8888, Format, GuestBuffer, MAX_DIMENSION, Plane};
+pub use check::{check_bars, check_upright_bars};
+pub use counter::{ChannelOrder, counter_value, read_counter};
+pub use error::{Error, Result};
+pub use image::{Image, parse_ppm, read_ppm};
+pub use pattern::{BARS, Bar, GREY, Pattern, Rect, bar_span, moving_square, render, render_xrgb};
+pub use ring::Guest;

@@ -1,0 +1,73 @@
+//! The main channel: MAIN_INIT, CHANNELS_LIST on ATTACH_CHANNELS, mouse mode.
+
+use std::sync::Arc;
+
+use crate::channel::read_messages;
+use crate::conn::Conn;
+use crate::log;
+use crate::outbox::Outbox;
+use crate::proto::consts::{channel_type, mouse_mode};
+use crate::proto::{
+    ChannelEntry, ChannelsList, ClientMainMsg, HeaderKind, MainInit, MouseMode, parse_client_main,
+};
+use crate::shim::Core;
+
+/// Serves one main channel until it closes.
+pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind, session: u32) {
+    let peer = conn.peer();
+    let outbox = Outbox::new(header);
+    let Ok(wconn) = conn.try_clone() else { return };
+    let writer = {
+        let outbox = outbox.clone();
+        std::thread::Builder::new()
+            .name("shim-main-writer".into())
+            .spawn(move || outbox.run_writer(wconn))
+    };
+    let Ok(writer) = writer else { return };
+    let supported = mouse_mode::SERVER | mouse_mode::CLIENT;
+    let mut current = mouse_mode::CLIENT;
+    outbox.send(&MainInit {
+        session_id: session,
+        display_channels_hint: 1,
+        supported_mouse_modes: supported,
+        current_mouse_mode: current,
+        agent_connected: 0,
+        agent_tokens: 10,
+        multi_media_time: core.mm_now().wrapping_sub(core.config.mm_latency_ms),
+        ram_hint: 0,
+    });
+    let why = read_messages(&mut conn, header, |t, body| {
+        match parse_client_main(t, &body) {
+            Ok(ClientMainMsg::AttachChannels) => {
+                outbox.send(&ChannelsList {
+                    channels: vec![
+                        ChannelEntry {
+                            channel_type: channel_type::DISPLAY,
+                            channel_id: 0,
+                        },
+                        ChannelEntry {
+                            channel_type: channel_type::INPUTS,
+                            channel_id: 0,
+                        },
+                    ],
+                });
+            }
+            Ok(ClientMainMsg::MouseModeRequest { mode }) => {
+                if u32::from(mode) & supported != 0 {
+                    current = u32::from(mode);
+                }
+                outbox.send(&MouseMode {
+                    supported_modes: supported as u16,
+                    current_mode: current as u16,
+                });
+            }
+            Ok(other) => log::debug(&format!("{peer}: main: {other:?}")),
+            Err(e) => log::warn(&format!("{peer}: main channel: {e}")),
+        }
+        true
+    });
+    log::debug(&format!("{peer}: main channel: {why}"));
+    outbox.close();
+    conn.shutdown();
+    let _ = writer.join();
+}

@@ -1,0 +1,191 @@
+//! `spice-shim serve`: a SPICE server fed by the built-in animated test guest.
+//!
+//! The guest behaves as a real host must: it renders into a ring of three memfd scanouts, calls
+//! `gl_scanout` when it switches buffers and `gl_draw` with a cookie per frame, and reuses a
+//! buffer only after that buffer's cookie came back.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
+use test_guest::{Guest, Pattern};
+
+use crate::feed::parse_size;
+use crate::log;
+use crate::proto::VideoCodec;
+use crate::shim::{Config, Shim, default_pipelines_dir};
+
+/// Options of `spice-shim serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeOptions {
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5930")]
+    pub listen: String,
+    /// Also listen on this unix socket (local clients get the dmabuf itself).
+    #[arg(long)]
+    pub unix: Option<PathBuf>,
+    /// Video codecs in order of preference.
+    #[arg(long, default_value = "h264,vp8,mjpeg")]
+    pub video_codecs: String,
+    /// Directory holding `<codec>.pipeline` files [default: the project's pipelines/].
+    #[arg(long)]
+    pub pipelines: Option<PathBuf>,
+    /// Test pattern: bars, counter or solid:RRGGBB.
+    #[arg(long, default_value = "bars")]
+    pub pattern: String,
+    /// Guest size, WxH.
+    #[arg(long, default_value = "1280x720")]
+    pub size: String,
+    /// Guest frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Stop drawing after this many frames (0 = never); the last picture stays on show.
+    #[arg(long, default_value_t = 0)]
+    pub frames: u64,
+    /// Exit after this many seconds (0 = run until SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    pub duration: u64,
+}
+
+/// Parses a codec list such as `h264,vp8` or `h264:vp8`.
+pub fn parse_codecs(s: &str) -> anyhow::Result<Vec<VideoCodec>> {
+    s.split([',', ':'])
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            c.trim()
+                .parse::<VideoCodec>()
+                .map_err(|e| anyhow::anyhow!("{e} (known: mjpeg, vp8, h264, vp9, h265)"))
+        })
+        .collect()
+}
+
+/// Runs the server and the guest until interrupted or `--duration` elapsed; prints the counters.
+pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    log::set_verbose(true);
+    let (width, height) = parse_size(&opts.size).map_err(anyhow::Error::msg)?;
+    let pattern: Pattern = opts
+        .pattern
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--pattern: {e}"))?;
+    let codecs = parse_codecs(&opts.video_codecs)?;
+    if opts.fps == 0 || opts.fps > 240 {
+        anyhow::bail!("--fps must be 1..=240");
+    }
+    let config = Config {
+        tcp: Some(opts.listen.clone()),
+        unix: opts.unix.clone(),
+        codecs,
+        pipelines_dir: opts.pipelines.clone().unwrap_or_else(default_pipelines_dir),
+        password: std::env::var("SPICE_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+        ..Config::default()
+    };
+
+    let (done_tx, done_rx) = mpsc::channel::<u64>();
+    let shim = Shim::start(
+        config,
+        Box::new(move |cookie| {
+            let _ = done_tx.send(cookie);
+        }),
+    )
+    .context("starting the server")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    log::info(&format!(
+        "test guest: {width}x{height} {pattern} at {} fps{}",
+        opts.fps,
+        if opts.frames > 0 {
+            format!(", {} frames then idle", opts.frames)
+        } else {
+            String::new()
+        }
+    ));
+
+    let guest = Arc::new(Mutex::new(
+        Guest::new(width, height, None, pattern, 3).context("creating the guest buffers")?,
+    ));
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / f64::from(opts.fps));
+    let mut next_tick = Instant::now();
+    let mut frame_no = 0u64;
+    let mut current: Option<usize> = None;
+    let mut cookie = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        if opts.duration > 0 && started.elapsed() >= Duration::from_secs(opts.duration) {
+            break;
+        }
+        // Returned cookies free their buffers.
+        while let Ok(c) = done_rx.try_recv() {
+            guest.lock().unwrap().release(c);
+        }
+        let now = Instant::now();
+        if now < next_tick {
+            std::thread::sleep((next_tick - now).min(Duration::from_millis(20)));
+            continue;
+        }
+        next_tick += period;
+        if next_tick + period < Instant::now() {
+            next_tick = Instant::now() + period;
+        }
+        if opts.frames > 0 && frame_no >= opts.frames {
+            continue;
+        }
+        let mut g = guest.lock().unwrap();
+        let Some(idx) = g.next_free() else {
+            // Every buffer is still in use: skip this tick, as a host would.
+            continue;
+        };
+        g.render_into(idx, frame_no)?;
+        if current != Some(idx) {
+            let buf = g.buffer(idx).expect("index from next_free");
+            let info = ScanoutInfo {
+                width,
+                height,
+                fourcc: buf.fourcc(),
+                modifier: 0,
+                y0_top: true,
+                planes: buf
+                    .planes()
+                    .iter()
+                    .map(|p| Plane {
+                        fd_index: 0,
+                        offset: p.offset,
+                        stride: p.stride,
+                    })
+                    .collect(),
+            };
+            shim.gl_scanout(Some(info), vec![buf.dup_fd()?])?;
+            current = Some(idx);
+        }
+        g.mark_busy(idx, cookie)?;
+        drop(g);
+        shim.gl_draw(
+            Rect {
+                x: 0,
+                y: 0,
+                w: width,
+                h: height,
+            },
+            cookie,
+        );
+        cookie += 1;
+        frame_no += 1;
+    }
+    log::info("stopping");
+    let stats = shim.shutdown();
+    print!("{stats}");
+    if stats.ledger.returned != stats.ledger.drawn {
+        anyhow::bail!(
+            "cookie mismatch: {} drawn, {} returned",
+            stats.ledger.drawn,
+            stats.ledger.returned
+        );
+    }
+    Ok(())
+}

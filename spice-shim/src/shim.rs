@@ -1,0 +1,724 @@
+//! The shim: SPICE listeners, sessions, encoder pipelines and the cookie ledger behind the
+//! host-facing calls (`gl_scanout`, `gl_draw`), shared by the C library and `spice-shim serve`.
+//!
+//! Lock order: `Core::state` before any `StreamClient::st` / `GlClient` lock before an
+//! `Outbox` lock. Encoder pipelines are started and stopped outside `Core::state`, so host calls
+//! never wait for a pipeline to change state.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstspicedmabuf::{DrawRelease, Rect, Scanout, ScanoutError, ScanoutInfo};
+
+use crate::conn::Conn;
+use crate::display::{GlClient, StreamClient};
+use crate::encoder::{self, Encoder};
+use crate::handshake::{self, Linked};
+use crate::ledger::{CompleteFn, Ledger, LedgerStats};
+use crate::log;
+use crate::proto::consts::{channel_type, link_err};
+use crate::proto::{InputEvent, LinkMess, VideoCodec};
+use crate::ticket::TicketKey;
+
+/// Callback for keyboard and mouse events from the inputs channel.
+pub type InputFn = Arc<dyn Fn(&InputEvent) + Send + Sync>;
+
+/// Errors of [`Shim::start`].
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("cannot listen on {addr}: {err}")]
+    Listen { addr: String, err: std::io::Error },
+    #[error("no usable video codec: {0}")]
+    NoCodec(String),
+    #[error("cannot create the ticket key: {0}")]
+    Key(String),
+    #[error("GStreamer: {0}")]
+    Gst(String),
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP address (`host:port`; port 0 picks a free one). `None`: no TCP listener.
+    pub tcp: Option<String>,
+    /// Unix socket path for local clients. `None`: no unix listener.
+    pub unix: Option<PathBuf>,
+    /// Codecs in order of preference.
+    pub codecs: Vec<VideoCodec>,
+    /// Directory of `<codec>.pipeline` files.
+    pub pipelines_dir: PathBuf,
+    /// Password for the SPICE ticket (`None`: any ticket is accepted).
+    pub password: Option<String>,
+    /// How far the client's multimedia clock runs behind the server's (ms).
+    pub mm_latency_ms: u32,
+    /// How long a local GL client may take to answer GL_DRAW_DONE.
+    pub gl_done_timeout: Duration,
+    /// Encoded frames queued per remote client before frames are dropped for it.
+    pub max_queued_frames: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tcp: Some("127.0.0.1:5930".into()),
+            unix: None,
+            codecs: vec![VideoCodec::H264, VideoCodec::Vp8, VideoCodec::Mjpeg],
+            pipelines_dir: default_pipelines_dir(),
+            password: None,
+            mm_latency_ms: 150,
+            gl_done_timeout: Duration::from_secs(1),
+            max_queued_frames: 8,
+        }
+    }
+}
+
+/// `pipelines/` next to the executable's project, or `$SPICE_SHIM_PIPELINES`, or the
+/// installed data directory.
+pub fn default_pipelines_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SPICE_SHIM_PIPELINES") {
+        return PathBuf::from(d);
+    }
+    let source_tree = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines"));
+    if source_tree.is_dir() {
+        return source_tree;
+    }
+    PathBuf::from("/usr/local/share/spice-shim/pipelines")
+}
+
+/// Counters reported at exit.
+#[derive(Debug, Clone, Default)]
+pub struct ShimStats {
+    pub ledger: LedgerStats,
+    pub encoded: Vec<(VideoCodec, u64)>,
+    pub clients: Vec<ClientStats>,
+}
+
+/// Frames sent to and dropped for one remote client.
+#[derive(Debug, Clone)]
+pub struct ClientStats {
+    pub id: u64,
+    pub peer: String,
+    pub codec: Option<VideoCodec>,
+    pub sent: u64,
+    pub dropped: u64,
+    pub connected: bool,
+}
+
+impl std::fmt::Display for ShimStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "frames drawn: {}, cookies returned: {}",
+            self.ledger.drawn, self.ledger.returned
+        )?;
+        for (codec, n) in &self.encoded {
+            writeln!(f, "frames encoded ({codec}): {n}")?;
+        }
+        for c in &self.clients {
+            writeln!(
+                f,
+                "client {} ({}, {}): {} frames sent, {} dropped{}",
+                c.id,
+                c.peer,
+                c.codec.map(|c| c.name()).unwrap_or("no codec"),
+                c.sent,
+                c.dropped,
+                if c.connected { "" } else { " (disconnected)" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct State {
+    pub scanout: Option<Arc<Scanout>>,
+    pub encoders: HashMap<VideoCodec, Arc<Encoder>>,
+    pub sessions: HashSet<u32>,
+    pub streams: HashMap<u64, Arc<StreamClient>>,
+    pub gl_clients: HashMap<u64, Arc<GlClient>>,
+}
+
+pub(crate) struct Core {
+    pub config: Config,
+    pub ledger: Ledger,
+    key: TicketKey,
+    /// Codecs offered (pipeline parses here), in preference order, with their pipeline text.
+    pub codecs: Vec<(VideoCodec, String)>,
+    clock: Instant,
+    pub state: Mutex<State>,
+    pub input: Mutex<Option<InputFn>>,
+    pub stopping: AtomicBool,
+    /// Orientation of the current scanout, read by stream clients on the streaming thread.
+    pub y0_top: AtomicBool,
+    next_id: AtomicU64,
+    pub finished_clients: Mutex<Vec<ClientStats>>,
+    encoded_total: Mutex<HashMap<VideoCodec, u64>>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Core {
+    /// The server's multimedia clock in ms (never 0).
+    pub fn mm_now(&self) -> u32 {
+        (self.clock.elapsed().as_millis() as u32).wrapping_add(10_000)
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn pipeline_text(&self, codec: VideoCodec) -> Option<&str> {
+        self.codecs
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Starts (or reuses) the encoder for `codec` and subscribes `client` to it. The client gets
+    /// a picture at once: the last scanout is drawn again for it, starting with a keyframe.
+    pub fn attach_stream(
+        self: &Arc<Self>,
+        client: &Arc<StreamClient>,
+        codec: VideoCodec,
+    ) -> Result<(), String> {
+        let existing = {
+            let st = self.state.lock().unwrap();
+            st.encoders.get(&codec).filter(|e| !e.failed()).cloned()
+        };
+        let (enc, fresh) = match existing {
+            Some(e) => (e, false),
+            None => {
+                let text = self
+                    .pipeline_text(codec)
+                    .ok_or_else(|| format!("codec {codec} is not offered"))?;
+                (Arc::new(Encoder::start(codec, text)?), true)
+            }
+        };
+        let stale = {
+            let mut st = self.state.lock().unwrap();
+            if self.stopping.load(Ordering::Acquire) {
+                return Err("shutting down".into());
+            }
+            // Another client may have started one meanwhile: use the running one.
+            let (enc, stale, fresh) = match st.encoders.get(&codec) {
+                Some(e) if !e.failed() && Arc::ptr_eq(e, &enc) => (enc, None, fresh),
+                Some(e) if !e.failed() => (e.clone(), fresh.then_some(enc), false),
+                _ => {
+                    let old = st.encoders.insert(codec, enc.clone());
+                    (enc, old, fresh)
+                }
+            };
+            enc.push_scanout(st.scanout.clone());
+            client.begin(codec, enc.keyframe_requester());
+            let c = Arc::downgrade(client);
+            enc.subscribe(
+                client.id,
+                Arc::new(move |au| {
+                    if let Some(c) = c.upgrade() {
+                        c.on_access_unit(codec, au);
+                    }
+                }),
+            );
+            // An idle guest sends no frame: draw the last scanout again for the new client.
+            if let Some(s) = &st.scanout {
+                if !fresh {
+                    enc.force_keyframe();
+                }
+                let full = Rect {
+                    x: 0,
+                    y: 0,
+                    w: s.width(),
+                    h: s.height(),
+                };
+                let _ = enc.push_draw(full, DrawRelease::new(0, |_, _| {}));
+            }
+            stale
+        };
+        if let Some(old) = stale {
+            self.retire_encoder(old);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes `client`; stops its encoder if nobody else uses it.
+    pub fn detach_stream(&self, client: &StreamClient) {
+        let Some(codec) = client.codec() else { return };
+        let idle = {
+            let mut st = self.state.lock().unwrap();
+            match st.encoders.get(&codec) {
+                Some(e) if e.unsubscribe(client.id) == 0 => st.encoders.remove(&codec),
+                _ => None,
+            }
+        };
+        if let Some(enc) = idle {
+            self.retire_encoder(enc);
+        }
+    }
+
+    /// Stops an encoder outside the state lock and counts its frames.
+    pub fn retire_encoder(&self, enc: Arc<Encoder>) {
+        let codec = enc.codec();
+        let n = enc.encoded();
+        drop(enc);
+        *self.encoded_total.lock().unwrap().entry(codec).or_default() += n;
+    }
+
+    fn register_conn(&self, id: u64, conn: &Conn) {
+        if let Ok(c) = conn.try_clone() {
+            self.conns.lock().unwrap().insert(id, c);
+        }
+    }
+
+    fn unregister_conn(&self, id: u64) {
+        self.conns.lock().unwrap().remove(&id);
+    }
+
+    pub fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        match std::thread::Builder::new().name(name.into()).spawn(f) {
+            Ok(h) => {
+                let mut threads = self.threads.lock().unwrap();
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
+            Err(e) => log::error(&format!("cannot start thread {name}: {e}")),
+        }
+    }
+
+    fn admit(&self, mess: &LinkMess) -> Result<(), u32> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(link_err::ERROR);
+        }
+        match mess.channel_type {
+            channel_type::MAIN if mess.connection_id == 0 => Ok(()),
+            channel_type::MAIN => Err(link_err::BAD_CONNECTION_ID),
+            channel_type::DISPLAY | channel_type::INPUTS if mess.channel_id == 0 => {
+                if self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .sessions
+                    .contains(&mess.connection_id)
+                {
+                    Ok(())
+                } else {
+                    Err(link_err::BAD_CONNECTION_ID)
+                }
+            }
+            _ => Err(link_err::CHANNEL_NOT_AVAILABLE),
+        }
+    }
+
+    fn new_session(&self) -> u32 {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            let id = u32::from_le_bytes(b);
+            if id != 0 && st.sessions.insert(id) {
+                return id;
+            }
+        }
+    }
+
+    fn handle_connection(self: Arc<Self>, mut conn: Conn) {
+        let peer = conn.peer();
+        let linked = handshake::handshake(
+            &mut conn,
+            &self.key,
+            self.config.password.as_deref(),
+            &|m| self.admit(m),
+        );
+        let Linked { mess, header } = match linked {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn(&format!("{peer}: link failed: {e}"));
+                return;
+            }
+        };
+        let id = self.next_id();
+        self.register_conn(id, &conn);
+        log::info(&format!(
+            "{peer}: {} channel linked",
+            channel_type::name(mess.channel_type)
+        ));
+        match mess.channel_type {
+            channel_type::MAIN => {
+                let session = self.new_session();
+                crate::main_channel::run(&self, conn, header, session);
+                self.state.lock().unwrap().sessions.remove(&session);
+            }
+            channel_type::DISPLAY => {
+                crate::display::run(&self, id, conn, header, &mess, peer.clone())
+            }
+            channel_type::INPUTS => crate::inputs_channel::run(&self, conn, header),
+            _ => {}
+        }
+        self.unregister_conn(id);
+        log::info(&format!(
+            "{peer}: {} channel closed",
+            channel_type::name(mess.channel_type)
+        ));
+    }
+}
+
+/// A running shim.
+pub struct Shim {
+    core: Arc<Core>,
+    tcp_addr: Option<std::net::SocketAddr>,
+    unix_path: Option<PathBuf>,
+    accept_threads: Vec<JoinHandle<()>>,
+}
+
+impl Shim {
+    /// Checks the pipelines, listens, and returns. `on_complete(cookie)` runs on a shim thread
+    /// once per `gl_draw` cookie.
+    pub fn start(config: Config, on_complete: CompleteFn) -> Result<Shim, ShimError> {
+        gst::init().map_err(|e| ShimError::Gst(e.to_string()))?;
+        gstspicedmabuf::plugin_register_static().map_err(|e| ShimError::Gst(e.to_string()))?;
+
+        let mut codecs = Vec::new();
+        let mut problems = Vec::new();
+        for &codec in &config.codecs {
+            match encoder::read_pipeline(&config.pipelines_dir, codec)
+                .and_then(|t| encoder::check(&t).map(|_| t))
+            {
+                Ok(text) => {
+                    log::info(&format!(
+                        "codec {codec}: pipeline {}",
+                        encoder::one_line(&text)
+                    ));
+                    codecs.push((codec, text));
+                }
+                Err(e) => {
+                    log::warn(&format!("codec {codec} not offered: {e}"));
+                    problems.push(format!("{codec}: {e}"));
+                }
+            }
+        }
+        if codecs.is_empty() {
+            return Err(ShimError::NoCodec(problems.join("; ")));
+        }
+        log::info(&format!(
+            "codecs offered: {}",
+            codecs
+                .iter()
+                .map(|(c, _)| c.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if config.password.is_none() {
+            log::warn("no password set (SPICE_PASSWORD): any client may connect");
+        }
+        let key = TicketKey::generate().map_err(|e| ShimError::Key(e.to_string()))?;
+
+        let tcp = match &config.tcp {
+            Some(addr) => {
+                let sock = addr
+                    .to_socket_addrs()
+                    .map_err(|err| ShimError::Listen {
+                        addr: addr.clone(),
+                        err,
+                    })?
+                    .next()
+                    .ok_or_else(|| ShimError::Listen {
+                        addr: addr.clone(),
+                        err: std::io::ErrorKind::NotFound.into(),
+                    })?;
+                let l = TcpListener::bind(sock).map_err(|err| ShimError::Listen {
+                    addr: addr.clone(),
+                    err,
+                })?;
+                Some(l)
+            }
+            None => None,
+        };
+        let unix = match &config.unix {
+            Some(path) => {
+                if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(path);
+                }
+                Some(UnixListener::bind(path).map_err(|err| ShimError::Listen {
+                    addr: path.display().to_string(),
+                    err,
+                })?)
+            }
+            None => None,
+        };
+
+        let core = Arc::new(Core {
+            config: config.clone(),
+            ledger: Ledger::new(on_complete),
+            key,
+            codecs,
+            clock: Instant::now(),
+            state: Mutex::new(State {
+                scanout: None,
+                encoders: HashMap::new(),
+                sessions: HashSet::new(),
+                streams: HashMap::new(),
+                gl_clients: HashMap::new(),
+            }),
+            input: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            y0_top: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+            finished_clients: Mutex::default(),
+            encoded_total: Mutex::default(),
+            conns: Mutex::default(),
+            threads: Mutex::default(),
+        });
+
+        let mut accept_threads = Vec::new();
+        let mut tcp_addr = None;
+        if let Some(l) = tcp {
+            tcp_addr = l.local_addr().ok();
+            log::info(&format!(
+                "listening on spice://{}",
+                tcp_addr.map(|a| a.to_string()).unwrap_or_default()
+            ));
+            l.set_nonblocking(true).ok();
+            let weak = Arc::downgrade(&core);
+            accept_threads.push(
+                std::thread::Builder::new()
+                    .name("shim-accept-tcp".into())
+                    .spawn(move || {
+                        accept_loop(weak, || {
+                            l.accept().map(|(s, _)| {
+                                let _ = s.set_nodelay(true);
+                                let _ = s.set_nonblocking(false);
+                                Conn::Tcp(s)
+                            })
+                        })
+                    })
+                    .expect("spawn the accept thread"),
+            );
+        }
+        if let Some(l) = unix {
+            log::info(&format!(
+                "listening on spice+unix://{}",
+                config.unix.as_ref().unwrap().display()
+            ));
+            l.set_nonblocking(true).ok();
+            let weak = Arc::downgrade(&core);
+            accept_threads.push(
+                std::thread::Builder::new()
+                    .name("shim-accept-unix".into())
+                    .spawn(move || {
+                        accept_loop(weak, || {
+                            l.accept().map(|(s, _)| {
+                                let _ = s.set_nonblocking(false);
+                                Conn::Unix(s)
+                            })
+                        })
+                    })
+                    .expect("spawn the accept thread"),
+            );
+        }
+        Ok(Shim {
+            core,
+            tcp_addr,
+            unix_path: config.unix.clone(),
+            accept_threads,
+        })
+    }
+
+    /// The TCP address actually listened on.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Codecs offered to clients.
+    pub fn codecs(&self) -> Vec<VideoCodec> {
+        self.core.codecs.iter().map(|(c, _)| *c).collect()
+    }
+
+    /// Sets the callback for keyboard and mouse events (None: events are only logged).
+    pub fn set_input_callback(&self, cb: Option<InputFn>) {
+        *self.core.input.lock().unwrap() = cb;
+    }
+
+    /// Replaces the scanout (`info == None`: scanout disabled). Takes ownership of `fds`. Frames
+    /// in flight keep the old scanout (and its fds) alive until GStreamer releases them.
+    pub fn gl_scanout(
+        &self,
+        info: Option<ScanoutInfo>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ScanoutError> {
+        let scanout = match info {
+            Some(info) => match Scanout::new(info, fds) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    log::error(&format!("gl_scanout refused: {e}; scanout disabled"));
+                    self.set_scanout(None);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        self.set_scanout(scanout);
+        Ok(())
+    }
+
+    fn set_scanout(&self, scanout: Option<Arc<Scanout>>) {
+        let st = &mut *self.core.state.lock().unwrap();
+        for enc in st.encoders.values() {
+            enc.push_scanout(scanout.clone());
+        }
+        for gl in st.gl_clients.values() {
+            gl.scanout(scanout.as_ref());
+        }
+        match &scanout {
+            Some(s) => self.core.y0_top.store(s.info().y0_top, Ordering::Relaxed),
+            None => log::info("scanout disabled: remote clients keep the last picture"),
+        }
+        st.scanout = scanout;
+    }
+
+    /// Announces that `rect` of the scanout changed. `cookie` comes back exactly once through
+    /// the completion callback. Never blocks on clients or encoders.
+    pub fn gl_draw(&self, rect: Rect, cookie: u64) {
+        let handle = self.core.ledger.open(cookie);
+        if self.core.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let st = self.core.state.lock().unwrap();
+        let Some(scanout) = st.scanout.clone() else {
+            log::error(&format!(
+                "gl_draw (cookie {cookie}) without a scanout: completed at once"
+            ));
+            return;
+        };
+        if !scanout.contains(&rect) {
+            log::error(&format!(
+                "gl_draw (cookie {cookie}): rectangle {},{} {}x{} lies outside the {}x{} scanout; completed at once",
+                rect.x,
+                rect.y,
+                rect.w,
+                rect.h,
+                scanout.width(),
+                scanout.height()
+            ));
+            return;
+        }
+        for enc in st.encoders.values() {
+            if enc.failed() || enc.subscribers() == 0 {
+                continue;
+            }
+            let h = handle.clone();
+            let _ = enc.push_draw(rect, DrawRelease::new(cookie, move |_, _| drop(h)));
+        }
+        for gl in st.gl_clients.values() {
+            gl.draw(rect, handle.clone());
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ShimStats {
+        stats_of(&self.core)
+    }
+
+    /// Stops everything: clients are disconnected, pipelines stopped, every pending cookie
+    /// completed (the callback has run for all of them when this returns).
+    pub fn shutdown(mut self) -> ShimStats {
+        self.stop();
+        stats_of(&self.core)
+    }
+
+    fn stop(&mut self) {
+        if self.core.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for t in self.accept_threads.drain(..) {
+            let _ = t.join();
+        }
+        for conn in self.core.conns.lock().unwrap().values() {
+            conn.shutdown();
+        }
+        let (encoders, streams, gls) = {
+            let mut st = self.core.state.lock().unwrap();
+            st.scanout = None;
+            (
+                st.encoders.drain().map(|(_, e)| e).collect::<Vec<_>>(),
+                st.streams.drain().map(|(_, c)| c).collect::<Vec<_>>(),
+                st.gl_clients.drain().map(|(_, c)| c).collect::<Vec<_>>(),
+            )
+        };
+        for c in &streams {
+            c.close();
+        }
+        for c in &gls {
+            c.close();
+        }
+        for e in encoders {
+            self.core.retire_encoder(e);
+        }
+        let threads: Vec<_> = self.core.threads.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        self.core.ledger.shutdown();
+        if let Some(p) = &self.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn stats_of(core: &Core) -> ShimStats {
+    let mut encoded: HashMap<VideoCodec, u64> = core.encoded_total.lock().unwrap().clone();
+    let mut clients = core.finished_clients.lock().unwrap().clone();
+    {
+        let st = core.state.lock().unwrap();
+        for (c, e) in &st.encoders {
+            *encoded.entry(*c).or_default() += e.encoded();
+        }
+        clients.extend(st.streams.values().map(|c| c.stats()));
+    }
+    clients.sort_by_key(|c| c.id);
+    let mut encoded: Vec<_> = encoded.into_iter().collect();
+    encoded.sort_by_key(|(c, _)| c.to_u8());
+    ShimStats {
+        ledger: core.ledger.stats(),
+        encoded,
+        clients,
+    }
+}
+
+fn accept_loop(core: Weak<Core>, accept: impl Fn() -> std::io::Result<Conn>) {
+    loop {
+        let Some(c) = core.upgrade() else { return };
+        if c.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        match accept() {
+            Ok(conn) => {
+                let core2 = c.clone();
+                c.spawn("shim-conn", move || core2.handle_connection(conn));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                drop(c);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn(&format!("accept failed: {e}"));
+                drop(c);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

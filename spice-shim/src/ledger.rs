@@ -193,7 +193,10 @@ mod tests {
     fn collecting() -> (Ledger, Arc<Mutex<Vec<u64>>>) {
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        (Ledger::new(Box::new(move |c| g.lock().unwrap().push(c))), got)
+        (
+            Ledger::new(Box::new(move |c| g.lock().unwrap().push(c))),
+            got,
+        )
     }
 
     #[test]
@@ -209,7 +212,13 @@ mod tests {
         drop(b);
         ledger.flush();
         assert_eq!(*got.lock().unwrap(), vec![7]);
-        assert_eq!(ledger.stats(), LedgerStats { drawn: 1, returned: 1 });
+        assert_eq!(
+            ledger.stats(),
+            LedgerStats {
+                drawn: 1,
+                returned: 1
+            }
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! get the frames encoded by a GStreamer pipeline as a SPICE video stream; the cookie goes back
 //! when every consumer is done with the frame (see [`ledger`]).
 
+pub mod capi;
 mod channel;
 mod conn;
 mod display;

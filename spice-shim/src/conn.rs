@@ -77,7 +77,7 @@ impl Conn {
             for p in &parts[idx + 1..] {
                 slices.push(IoSlice::new(p));
             }
-            let mut n = match self.write_vectored(&slices) {
+            let mut n = match self.send_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -99,6 +99,16 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// `sendmsg` with MSG_NOSIGNAL: a client that went away gives EPIPE, never SIGPIPE (the
+    /// library must not kill a host process that does not ignore SIGPIPE).
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut anc = rustix::net::SendAncillaryBuffer::default();
+        rustix::net::sendmsg(self, bufs, &mut anc, rustix::net::SendFlags::NOSIGNAL)
+            .map_err(io::Error::from)
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -110,17 +120,11 @@ impl Read for Conn {
 
 impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
+        self.send_vectored(&[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write_vectored(bufs),
-            Conn::Unix(s) => s.write_vectored(bufs),
-        }
+        self.send_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -91,6 +91,17 @@ impl StreamClient {
         self.st.lock().unwrap().codec
     }
 
+    /// Forgets the codec in use (its pipeline is gone); with `failed`, never use it again.
+    pub fn reset_codec(&self, failed: bool) {
+        let mut st = self.st.lock().unwrap();
+        if let Some(c) = st.codec.take()
+            && failed
+        {
+            st.failed.insert(c);
+        }
+        st.keyframes = None;
+    }
+
     /// Switches to `codec`; the stream restarts at the next keyframe.
     pub fn begin(&self, codec: VideoCodec, keyframes: KeyframeRequester) {
         let mut st = self.st.lock().unwrap();
@@ -238,7 +249,7 @@ impl StreamClient {
 }
 
 /// (Re)subscribes `client` to the codec it should use now.
-fn pick_and_attach(core: &Arc<Core>, client: &Arc<StreamClient>) {
+pub(crate) fn pick_and_attach(core: &Arc<Core>, client: &Arc<StreamClient>) {
     let want = client.choose_codec(core);
     let have = client.codec();
     if want == have && have.is_some() {

@@ -224,7 +224,9 @@ impl Encoder {
                                     codec.name(),
                                     e.src().map(|s| s.path_string()).unwrap_or_default(),
                                     e.error(),
-                                    e.debug().map(|d| d.to_string()).unwrap_or_default()
+                                    e.debug()
+                                        .map(|d| d.replace('\n', " "))
+                                        .unwrap_or_default()
                                 ));
                                 failed.store(true, Ordering::Release);
                                 // Frees every frame in flight: their cookies return now.

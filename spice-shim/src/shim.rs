@@ -262,6 +262,55 @@ impl Core {
         }
     }
 
+    /// Restarts pipelines that hit an error (their frames were released when they stopped).
+    /// A codec whose pipeline failed three times is given up and its clients fall back to
+    /// their next codec.
+    fn supervise(self: &Arc<Self>) {
+        let mut failures: HashMap<VideoCodec, u32> = HashMap::new();
+        while !self.stopping.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(100));
+            let failed: Vec<(VideoCodec, Arc<Encoder>, Vec<Arc<StreamClient>>)> = {
+                let mut st = self.state.lock().unwrap();
+                let codecs: Vec<VideoCodec> = st
+                    .encoders
+                    .iter()
+                    .filter(|(_, e)| e.failed())
+                    .map(|(c, _)| *c)
+                    .collect();
+                codecs
+                    .into_iter()
+                    .filter_map(|c| {
+                        let enc = st.encoders.remove(&c)?;
+                        let clients = st
+                            .streams
+                            .values()
+                            .filter(|s| s.codec() == Some(c))
+                            .cloned()
+                            .collect();
+                        Some((c, enc, clients))
+                    })
+                    .collect()
+            };
+            for (codec, enc, clients) in failed {
+                self.retire_encoder(enc);
+                let n = failures.entry(codec).or_default();
+                *n += 1;
+                let give_up = *n >= 3;
+                if give_up {
+                    log::error(&format!(
+                        "the {codec} pipeline failed {n} times; its clients fall back to another codec"
+                    ));
+                } else {
+                    log::warn(&format!("restarting the {codec} pipeline (failure {n})"));
+                }
+                for c in clients {
+                    c.reset_codec(give_up);
+                    crate::display::pick_and_attach(self, &c);
+                }
+            }
+        }
+    }
+
     /// Stops an encoder outside the state lock and counts its frames.
     pub fn retire_encoder(&self, enc: Arc<Encoder>) {
         let codec = enc.codec();
@@ -479,6 +528,10 @@ impl Shim {
         });
 
         let mut accept_threads = Vec::new();
+        {
+            let core2 = core.clone();
+            core.spawn("shim-supervisor", move || core2.supervise());
+        }
         let mut tcp_addr = None;
         if let Some(l) = tcp {
             tcp_addr = l.local_addr().ok();

@@ -23,6 +23,7 @@ use crate::proto::{
     StreamActivateReport, StreamCreate, StreamDestroy, SurfaceCreate, SurfaceDestroy, VideoCodec,
     parse_client_display,
 };
+use crate::ratecontrol::RateController;
 use crate::shim::{ClientStats, Core};
 
 /// Serves one display channel until it closes.
@@ -83,6 +84,7 @@ pub struct StreamClient {
     sent: AtomicU64,
     dropped: AtomicU64,
     max_frames: usize,
+    rate: Mutex<Option<RateController>>,
 }
 
 impl StreamClient {
@@ -102,8 +104,33 @@ impl StreamClient {
         st.keyframes = None;
     }
 
+    /// This client's bitrate target, kbit/s.
+    pub fn target_kbps(&self) -> Option<u32> {
+        self.rate.lock().unwrap().as_ref().map(|r| r.target_kbps())
+    }
+
+    /// Feeds the rate controller; applies a changed target to the encoder.
+    fn rate_event(&self, congested: bool) {
+        let changed = {
+            let mut rate = self.rate.lock().unwrap();
+            let Some(r) = rate.as_mut() else { return };
+            let now = Instant::now();
+            if congested {
+                r.congestion(now)
+            } else {
+                r.calm(now)
+            }
+        };
+        if let (Some(kbps), Some(codec), Some(core)) = (changed, self.codec(), self.core.upgrade())
+        {
+            log::debug(&format!("{}: target bitrate {kbps} kbit/s", self.peer));
+            core.apply_bitrate(codec);
+        }
+    }
+
     /// Switches to `codec`; the stream restarts at the next keyframe.
-    pub fn begin(&self, codec: VideoCodec, keyframes: KeyframeRequester) {
+    pub fn begin(&self, codec: VideoCodec, keyframes: KeyframeRequester, max_kbps: Option<u32>) {
+        *self.rate.lock().unwrap() = max_kbps.map(|k| RateController::new(k, Instant::now()));
         let mut st = self.st.lock().unwrap();
         st.codec = Some(codec);
         st.keyframes = Some(keyframes);
@@ -179,6 +206,8 @@ impl StreamClient {
             if let Some(k) = &st.keyframes {
                 k.request(false);
             }
+            drop(st);
+            self.rate_event(true);
         }
     }
 
@@ -297,6 +326,7 @@ fn run_stream(
         sent: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         max_frames: core.config.max_queued_frames,
+        rate: Mutex::new(None),
     });
     core.state
         .lock()
@@ -319,6 +349,7 @@ fn run_stream(
                     pick_and_attach(core, &client);
                 } else {
                     log::debug(&format!("{peer}: stream report {r:?}"));
+                    client.rate_event(r.num_drops > 0 || r.last_frame_delay < 0);
                 }
             }
             Ok(ClientDisplayMsg::PreferredVideoCodecs(p)) => {

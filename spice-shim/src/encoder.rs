@@ -41,6 +41,24 @@ pub fn pipeline_text(raw: &str) -> String {
         .join("\n")
 }
 
+/// Reads the encoder's bitrate property in kbit/s: `bitrate` (kbit/s, x264enc, x265enc, VA
+/// encoders) or `target-bitrate` (bit/s, vpxenc).
+fn bitrate_kbps(enc: &gst::Element) -> Option<u32> {
+    let as_u64 = |name: &str| -> Option<u64> {
+        enc.find_property(name)?;
+        let v = enc.property_value(name);
+        v.get::<u32>()
+            .map(u64::from)
+            .or_else(|_| v.get::<i32>().map(|x| x.max(0) as u64))
+            .or_else(|_| v.get::<u64>())
+            .ok()
+    };
+    if let Some(k) = as_u64("bitrate") {
+        return u32::try_from(k).ok();
+    }
+    as_u64("target-bitrate").and_then(|b| u32::try_from(b / 1000).ok())
+}
+
 /// The description on one line, for logs.
 pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -113,6 +131,10 @@ pub struct Encoder {
     bus_thread: Option<JoinHandle<()>>,
     stop_bus: Arc<AtomicBool>,
     keyframes: KeyframeRequester,
+    /// Bitrate configured in the pipeline text, kbit/s (the ceiling for rate control).
+    configured_kbps: Option<u32>,
+    /// Bitrate set last, kbit/s.
+    current_kbps: std::sync::atomic::AtomicU32,
 }
 
 /// Asks an encoder pipeline for a keyframe. Requests closer than 200 ms to the previous one are
@@ -263,8 +285,14 @@ impl Encoder {
             last: Arc::default(),
             codec,
         };
+        let configured_kbps = enc.as_ref().and_then(bitrate_kbps);
+        if let Some(k) = configured_kbps {
+            log::debug(&format!("{}: configured bitrate {k} kbit/s", codec.name()));
+        }
         Ok(Self {
             keyframes,
+            configured_kbps,
+            current_kbps: std::sync::atomic::AtomicU32::new(configured_kbps.unwrap_or(0)),
             codec,
             pipeline,
             src,
@@ -329,9 +357,18 @@ impl Encoder {
         self.keyframes.clone()
     }
 
+    /// The bitrate configured in the pipeline text (kbit/s), if the encoder has one.
+    pub fn configured_kbps(&self) -> Option<u32> {
+        self.configured_kbps
+    }
+
     /// Sets the encoder's target bitrate in kbit/s, if it has a known bitrate property.
     pub fn set_bitrate_kbps(&self, kbps: u32) {
         let Some(enc) = &self.enc else { return };
+        if self.current_kbps.swap(kbps, Ordering::Relaxed) == kbps {
+            return;
+        }
+        log::info(&format!("{}: bitrate {kbps} kbit/s", self.codec.name()));
         if enc.find_property("bitrate").is_some() {
             enc.set_property_from_str("bitrate", &kbps.to_string());
         } else if enc.find_property("target-bitrate").is_some() {

@@ -17,6 +17,7 @@ pub mod log;
 mod main_channel;
 mod outbox;
 pub mod proto;
+pub mod ratecontrol;
 pub mod serve;
 pub mod shim;
 pub mod ticket;

@@ -216,7 +216,7 @@ impl Core {
                 }
             };
             enc.push_scanout(st.scanout.clone());
-            client.begin(codec, enc.keyframe_requester());
+            client.begin(codec, enc.keyframe_requester(), enc.configured_kbps());
             let c = Arc::downgrade(client);
             enc.subscribe(
                 client.id,
@@ -308,6 +308,23 @@ impl Core {
                     crate::display::pick_and_attach(self, &c);
                 }
             }
+        }
+    }
+
+    /// Runs the `codec` encoder at the smallest bitrate target among its clients.
+    pub fn apply_bitrate(&self, codec: VideoCodec) {
+        let st = self.state.lock().unwrap();
+        let Some(enc) = st.encoders.get(&codec) else {
+            return;
+        };
+        let min = st
+            .streams
+            .values()
+            .filter(|c| c.codec() == Some(codec))
+            .filter_map(|c| c.target_kbps())
+            .min();
+        if let Some(kbps) = min {
+            enc.set_bitrate_kbps(kbps);
         }
     }
 

@@ -172,8 +172,14 @@ fn serve_producer(conn: OwnedFd, element: &glib::WeakRef<SpiceDmabufSrc>, stop: 
             }
         }
     }
+    // The producer's buffers are no longer its scanout.
+    if let Some(el) = element.upgrade() {
+        el.push_scanout(None);
+    }
+    // The writer ends by itself once the last pending draw of this producer is released (each
+    // release holds a sender); waiting for it here could wait on frames still in the pipeline.
     drop(tx);
-    let _ = writer.join();
+    drop(writer);
 }
 
 fn report(

@@ -431,14 +431,14 @@ impl BaseSrcImpl for SpiceDmabufSrc {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let listener = self.listener.lock().unwrap().take();
-        drop(listener);
         {
             let mut state = self.state.lock().unwrap();
             state.started = false;
         }
         self.drain_queue("stopping");
         self.cond.notify_all();
+        let listener = self.listener.lock().unwrap().take();
+        drop(listener);
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }

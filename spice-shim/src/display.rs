@@ -393,7 +393,7 @@ pub struct GlClient {
 impl GlClient {
     fn send_scanout(&self, scanout: Option<&Arc<Scanout>>) {
         match scanout {
-            Some(s) if s.info().planes.len() == 1 => {
+            Some(s) if s.info().planes.len() == 1 && s.info().planes[0].offset == 0 => {
                 let info = s.info();
                 let fd =
                     rustix::io::fcntl_dupfd_cloexec(s.fds()[info.planes[0].fd_index].as_fd(), 0);
@@ -425,10 +425,12 @@ impl GlClient {
                     .send(&MonitorsConfig::single(0, s.width(), s.height()));
             }
             Some(s) => {
+                // GL_SCANOUT_UNIX carries one plane at offset 0 and nothing else.
                 log::warn(&format!(
-                    "{}: a {}-plane scanout cannot be sent as GL_SCANOUT_UNIX; local client disabled",
+                    "{}: a scanout with {} plane(s) at offset {} cannot be sent as GL_SCANOUT_UNIX; local client disabled until the next scanout",
                     self.peer,
-                    s.info().planes.len()
+                    s.info().planes.len(),
+                    s.info().planes[0].offset
                 ));
                 self.outbox.send(&GlScanoutUnix {
                     width: 0,

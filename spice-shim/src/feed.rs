@@ -489,44 +489,29 @@ impl Feed {
     }
 }
 
-/// SIGINT: the first one ends the feed cleanly (stop drawing, wait for the DONEs, print the
-/// report), a second one exits at once.
+/// SIGINT/SIGTERM: the first one ends the feed cleanly (stop drawing, wait for the DONEs,
+/// print the report), a second one exits at once (signal-hook's conditional shutdown).
 mod sigint {
-    use std::ffi::c_int;
-    use std::sync::Once;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, LazyLock, Once};
 
-    const SIGINT: c_int = 2;
-    static COUNT: AtomicU32 = AtomicU32::new(0);
+    static FLAG: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
-    unsafe extern "C" {
-        fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
-        fn _exit(status: c_int) -> !;
-    }
-
-    extern "C" fn on_sigint(_: c_int) {
-        if COUNT.fetch_add(1, Ordering::SeqCst) >= 1 {
-            // SAFETY: `_exit` is async-signal-safe and ends the process without running
-            // anything else.
-            unsafe { _exit(130) }
-        }
-    }
-
-    /// Installs the handler (once per process).
+    /// Installs the handlers (once per process).
     pub(super) fn install() {
         static INSTALL: Once = Once::new();
         INSTALL.call_once(|| {
-            // SAFETY: the handler only touches an atomic and calls `_exit`, both
-            // async-signal-safe; `signal` is the C library's, linked by std.
-            unsafe {
-                signal(SIGINT, on_sigint);
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                // A second signal while the flag is set exits with status 130.
+                let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, FLAG.clone());
+                let _ = signal_hook::flag::register(sig, FLAG.clone());
             }
         });
     }
 
-    /// A SIGINT arrived.
+    /// A signal arrived.
     pub(super) fn interrupted() -> bool {
-        COUNT.load(Ordering::SeqCst) >= 1
+        FLAG.load(Ordering::SeqCst)
     }
 }
 

@@ -131,11 +131,23 @@ pub struct Encoder {
     bus_thread: Option<JoinHandle<()>>,
     stop_bus: Arc<AtomicBool>,
     keyframes: KeyframeRequester,
+    flush: Arc<Mutex<FlushState>>,
     /// Bitrate configured in the pipeline text, kbit/s (the ceiling for rate control).
     configured_kbps: Option<u32>,
     /// Bitrate set last, kbit/s.
     current_kbps: std::sync::atomic::AtomicU32,
 }
+
+/// When the last frame of a burst went out, for [`Encoder::flush_if_idle`].
+#[derive(Debug, Default)]
+struct FlushState {
+    last_push: Option<Instant>,
+    last_au: Option<Instant>,
+    pending: bool,
+}
+
+/// How long an H.264/H.265 pipeline stays silent before its last frame is pushed out.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 /// Asks an encoder pipeline for a keyframe. Requests closer than 200 ms to the previous one are
 /// merged, so many clients asking at once cost one keyframe.
@@ -181,6 +193,7 @@ impl Encoder {
             enc,
         } = parse(text)?;
         let subscribers: Arc<Mutex<HashMap<u64, Subscriber>>> = Arc::default();
+        let flush: Arc<Mutex<FlushState>> = Arc::default();
         let encoded = Arc::new(AtomicU64::new(0));
         sink.set_property("sync", false);
         sink.set_property("max-buffers", 4u32);
@@ -190,6 +203,7 @@ impl Encoder {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample({
                     let subscribers = subscribers.clone();
+                    let flush = flush.clone();
                     let encoded = encoded.clone();
                     move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -207,6 +221,7 @@ impl Encoder {
                             })
                             .unwrap_or((0, 0));
                         let seq = encoded.fetch_add(1, Ordering::Relaxed);
+                        flush.lock().unwrap().last_au = Some(Instant::now());
                         let au = Arc::new(AccessUnit {
                             keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                             data: buffer,
@@ -291,6 +306,7 @@ impl Encoder {
         }
         Ok(Self {
             keyframes,
+            flush,
             configured_kbps,
             current_kbps: std::sync::atomic::AtomicU32::new(configured_kbps.unwrap_or(0)),
             codec,
@@ -344,7 +360,48 @@ impl Encoder {
 
     /// Queues a frame; `release` fires when the pipeline is done with it.
     pub fn push_draw(&self, rect: Rect, release: DrawRelease) -> Result<(), DrawError> {
+        {
+            let mut f = self.flush.lock().unwrap();
+            f.pending = true;
+            f.last_push = Some(Instant::now());
+        }
         self.src.push_draw(rect, release)
+    }
+
+    /// Pushes the last frame of a burst out to the clients.
+    ///
+    /// A client's H.264/H.265 parser (spice-gtk gives it no alignment) only knows a frame ended
+    /// when the next start code arrives, so the last frame before the guest goes idle, or the
+    /// only frame a joining client gets, would stay undecoded. When the pipeline has been silent
+    /// for 100 ms after such a frame, the current scanout is encoded once more (no cookie; a
+    /// near-empty P-frame) and that follow-up completes the previous frame at the client.
+    pub fn flush_if_idle(&self, scanout: Option<&Arc<Scanout>>) {
+        if !matches!(self.codec, VideoCodec::H264 | VideoCodec::H265) {
+            return;
+        }
+        let Some(s) = scanout else { return };
+        {
+            let mut f = self.flush.lock().unwrap();
+            let idle = match (f.last_push, f.last_au) {
+                (Some(push), Some(au)) => au >= push && au.elapsed() >= FLUSH_AFTER,
+                _ => false,
+            };
+            if !f.pending || !idle {
+                return;
+            }
+            f.pending = false;
+        }
+        log::debug(&format!(
+            "{}: idle, pushing the last frame out",
+            self.codec.name()
+        ));
+        let full = Rect {
+            x: 0,
+            y: 0,
+            w: s.width(),
+            h: s.height(),
+        };
+        let _ = self.src.push_draw(full, DrawRelease::new(0, |_, _| {}));
     }
 
     /// Asks the encoder for a keyframe with headers, as soon as possible.

@@ -268,7 +268,21 @@ impl Core {
     fn supervise(self: &Arc<Self>) {
         let mut failures: HashMap<VideoCodec, u32> = HashMap::new();
         while !self.stopping.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
+            let (idle, scanout): (Vec<Arc<Encoder>>, _) = {
+                let st = self.state.lock().unwrap();
+                (
+                    st.encoders
+                        .values()
+                        .filter(|e| !e.failed() && e.subscribers() > 0)
+                        .cloned()
+                        .collect(),
+                    st.scanout.clone(),
+                )
+            };
+            for enc in idle {
+                enc.flush_if_idle(scanout.as_ref());
+            }
             let failed: Vec<(VideoCodec, Arc<Encoder>, Vec<Arc<StreamClient>>)> = {
                 let mut st = self.state.lock().unwrap();
                 let codecs: Vec<VideoCodec> = st

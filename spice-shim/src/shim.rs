@@ -494,7 +494,9 @@ impl Shim {
                 .join(", ")
         ));
         if config.password.is_none() {
-            log::warn("no password set (SPICE_PASSWORD): any client may connect");
+            log::warn(
+                "no password set: any client may connect (set SPICE_PASSWORD or password-file= to require one)",
+            );
         }
         let key = TicketKey::generate().map_err(|e| ShimError::Key(e.to_string()))?;
 

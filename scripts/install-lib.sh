@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds libspice_shim (cargo build --release -p spice-shim) and installs what a C program such
+# as QEMU needs to use it:
+#
+#   LIBDIR/libspice_shim.so, LIBDIR/libspice_shim.a    the library (shared and static)
+#   PREFIX/include/spice-shim.h                          the C API
+#   LIBDIR/pkgconfig/spice-shim.pc                       pkg-config file (variable pipelinesdir)
+#   PREFIX/share/spice-shim/pipelines/*.pipeline         the encoder pipelines
+#
+# Usage: scripts/install-lib.sh [--prefix DIR] [--libdir DIR] [--destdir DIR] [--artifacts DIR]
+#   --prefix DIR     installation prefix (default /usr/local)
+#   --libdir DIR     library directory (default PREFIX/lib)
+#   --destdir DIR    stage the files under DIR (for packaging); the .pc file still names PREFIX
+#                    (DESTDIR in the environment works too)
+#   --artifacts DIR  do not build: install libspice_shim.so and .a found in DIR
+#                    (e.g. target/debug after cargo build -p spice-shim)
+#
+# The library finds the pipelines in PREFIX/share/spice-shim/pipelines by itself (it looks next
+# to the directory it was loaded from); pipelines=DIR or $SPICE_SHIM_PIPELINES override that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+prefix=/usr/local
+libdir=""
+destdir="${DESTDIR:-}"
+artifacts=""
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="${2:?--prefix needs a directory}"; shift 2 ;;
+    --prefix=*) prefix="${1#*=}"; shift ;;
+    --libdir) libdir="${2:?--libdir needs a directory}"; shift 2 ;;
+    --libdir=*) libdir="${1#*=}"; shift ;;
+    --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
+    --destdir=*) destdir="${1#*=}"; shift ;;
+    --artifacts) artifacts="${2:?--artifacts needs a directory}"; shift 2 ;;
+    --artifacts=*) artifacts="${1#*=}"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install-lib: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+case "$prefix" in
+  /*) ;;
+  *) prefix="$(pwd)/$prefix" ;;
+esac
+prefix="${prefix%/}"
+if [ -z "$libdir" ]; then
+  libdir="$prefix/lib"
+  pc_libdir='${exec_prefix}/lib'
+else
+  case "$libdir" in
+    /*) ;;
+    *) libdir="$prefix/$libdir" ;;
+  esac
+  pc_libdir="$libdir"
+fi
+
+if [ -z "$artifacts" ]; then
+  cargo build --release -p spice-shim
+  artifacts="${CARGO_TARGET_DIR:-target}/release"
+fi
+for f in libspice_shim.so libspice_shim.a; do
+  if [ ! -f "$artifacts/$f" ]; then
+    echo "install-lib: $artifacts/$f not found" >&2
+    exit 1
+  fi
+done
+
+version="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)"
+if [ -z "$version" ]; then
+  echo "install-lib: cannot read the version from Cargo.toml" >&2
+  exit 1
+fi
+
+d="$destdir"
+install -d "$d$libdir/pkgconfig" "$d$prefix/include" "$d$prefix/share/spice-shim/pipelines"
+install -m 0755 "$artifacts/libspice_shim.so" "$d$libdir/libspice_shim.so"
+install -m 0644 "$artifacts/libspice_shim.a" "$d$libdir/libspice_shim.a"
+install -m 0644 spice-shim/include/spice-shim.h "$d$prefix/include/spice-shim.h"
+install -m 0644 pipelines/*.pipeline "$d$prefix/share/spice-shim/pipelines/"
+sed -e "s|@PREFIX@|$prefix|g" -e "s|@LIBDIR@|$pc_libdir|g" -e "s|@VERSION@|$version|g" \
+  spice-shim/spice-shim.pc.in > "$d$libdir/pkgconfig/spice-shim.pc"
+chmod 0644 "$d$libdir/pkgconfig/spice-shim.pc"
+
+echo "install-lib: installed spice-shim $version into $d$prefix"
+echo "  library:   $libdir/libspice_shim.so, libspice_shim.a"
+echo "  header:    $prefix/include/spice-shim.h"
+echo "  pkgconfig: $libdir/pkgconfig/spice-shim.pc"
+echo "  pipelines: $prefix/share/spice-shim/pipelines"
+case "$libdir" in
+  /usr/lib|/usr/local/lib|/usr/lib/*-linux-gnu)
+    if [ -z "$destdir" ] && [ "$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then
+      ldconfig
+    elif [ -z "$destdir" ]; then
+      echo "  note: run ldconfig as root to refresh the linker cache"
+    fi
+    ;;
+  *)
+    echo "  note: $libdir is not a default library path: link with -Wl,-rpath,$libdir or set LD_LIBRARY_PATH"
+    echo "  note: export PKG_CONFIG_PATH=$libdir/pkgconfig"
+    ;;
+esac

@@ -1,0 +1,762 @@
+//! The C library as QEMU uses it: `tests/c/qemu_like.c` (a C program acting as QEMU's display
+//! code) is compiled with gcc against `include/spice-shim.h` and the `libspice_shim.so` that
+//! cargo built for this very test run, then run without a client, with `spicy-screenshot`
+//! clients, and under valgrind. Also: the header compiles as C and C++ and declares exactly the
+//! exported functions, and `scripts/install-lib.sh` + the pkg-config file give working shared
+//! and static builds.
+//!
+//! Which library: for integration tests cargo builds the crate's cdylib and staticlib into
+//! `target/<profile>/deps/` (it copies them up to `target/<profile>/` only for `cargo build`),
+//! so the tests take them from there, next to this test binary. Each test process links them
+//! into its own directory first (`target/<profile>/c-embedding/<pid>`), so a concurrent
+//! `cargo build` cannot swap them mid-run.
+//!
+//! Nothing is skipped: gcc, g++, nm, pkg-config, valgrind and spicy-screenshot must be installed
+//! (`scripts/install-deps.sh`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+/// Upper bound for one run of the C program without valgrind (it takes about 5 s).
+const RUN: Duration = Duration::from_secs(120);
+/// Upper bound for the valgrind runs (about 10 s here).
+const VALGRIND: Duration = Duration::from_secs(600);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn header_dir() -> PathBuf {
+    repo().join("spice-shim/include")
+}
+
+fn pipelines_option() -> String {
+    format!("pipelines={}", repo().join("pipelines").display())
+}
+
+/// `target/<profile>` of this test binary (`target/<profile>/deps/c_embedding-<hash>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
+        .to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// temporary directories and processes
+// ---------------------------------------------------------------------------------------------
+
+/// A directory removed on drop, kept (and its path printed) when the test failed.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ss-c-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Kills and reaps the child when dropped (a failed test leaves nothing running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd`. `LD_LIBRARY_PATH` is removed: cargo points it at `target/<profile>/deps`,
+/// which would take precedence over the programs' RUNPATH and load another libspice_shim.so.
+fn spawn(cmd: &mut Command, what: &str) -> Child {
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {what} ({:?}): {e}; install it with scripts/install-deps.sh",
+            cmd.get_program()
+        )
+    })
+}
+
+/// Runs `cmd` to completion (stdin closed), killing it after `limit`.
+fn run_limited(cmd: &mut Command, what: &str, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn(cmd, what);
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            // Only the process we started, by its pid.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} did not finish within {limit:?}");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// the library and the C program
+// ---------------------------------------------------------------------------------------------
+
+/// The library files of this test run, copied into a private directory.
+struct Lib {
+    /// Directory holding `libspice_shim.so` and `libspice_shim.a`.
+    dir: PathBuf,
+}
+
+fn build_with_cargo() -> PathBuf {
+    let dir = profile_dir();
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(p) => p.to_owned(),
+        None => panic!("no profile in {}", dir.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run_limited(
+        Command::new(cargo).current_dir(repo()).args([
+            "build",
+            "-p",
+            "spice-shim",
+            "--lib",
+            "--profile",
+            &profile,
+        ]),
+        "cargo build",
+        Duration::from_secs(1800),
+    );
+    assert_success(&out, "cargo build -p spice-shim");
+    dir
+}
+
+fn lib() -> &'static Lib {
+    static LIB: OnceLock<Lib> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let deps = profile_dir().join("deps");
+        let from =
+            if deps.join("libspice_shim.so").is_file() && deps.join("libspice_shim.a").is_file() {
+                deps
+            } else {
+                eprintln!("libspice_shim.so not in {}: building it", deps.display());
+                build_with_cargo()
+            };
+        // target/<profile>/c-embedding/<pid>: same file system as deps/, so hard links work;
+        // directories of test processes that are gone are removed.
+        let root = profile_dir().join("c-embedding");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["libspice_shim.so", "libspice_shim.a"] {
+            // A hard link keeps this run's file even if cargo replaces deps/ meanwhile (the
+            // linkers write a new file); a copy where links are not possible.
+            if std::fs::hard_link(from.join(f), dir.join(f)).is_err() {
+                std::fs::copy(from.join(f), dir.join(f))
+                    .unwrap_or_else(|e| panic!("copying {}: {e}", from.join(f).display()));
+            }
+        }
+        eprintln!("using libspice_shim from {}", from.display());
+        Lib { dir }
+    })
+}
+
+/// Compiles `tests/c/qemu_like.c` against the header and the shared library (once).
+fn qemu_like() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let lib = lib();
+        let bin = lib.dir.join("qemu_like");
+        let out = run_limited(
+            Command::new("gcc")
+                .args([
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-std=c11",
+                    "-pedantic",
+                    "-g",
+                    "-O1",
+                ])
+                .arg("-I")
+                .arg(header_dir())
+                .arg(repo().join("tests/c/qemu_like.c"))
+                .arg("-o")
+                .arg(&bin)
+                .arg(format!("-L{}", lib.dir.display()))
+                .arg(format!("-Wl,-rpath,{}", lib.dir.display()))
+                .args(["-lspice_shim", "-lpthread"]),
+            "gcc",
+            RUN,
+        );
+        assert_success(&out, "gcc tests/c/qemu_like.c");
+        bin
+    })
+}
+
+/// The "OK cookies=N frames=F ..." line: (cookies, frames).
+fn ok_line(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("no OK line in:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (field("cookies="), field("frames="))
+}
+
+fn assert_holds(stdout: &str) {
+    let holds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("HOLD ")).collect();
+    assert_eq!(
+        holds,
+        [
+            "HOLD first 1280x720",
+            "HOLD small 800x600",
+            "HOLD final 1280x720"
+        ],
+        "{stdout}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+// ---------------------------------------------------------------------------------------------
+
+/// The header compiles alone, twice included, as C (c99, c11, -pedantic) and as C++ (g++), and
+/// declares exactly the `spice_shim_*` functions the library exports.
+#[test]
+fn header_is_self_contained_and_matches_the_library() {
+    let dir = TempDir::new("header");
+    let src = "#include \"spice-shim.h\"\n#include \"spice-shim.h\"\n\
+               static void cb(void *o, uint64_t c) { (void)o; (void)c; }\n\
+               int main(void) {\n\
+               SpiceShimAsyncComplete f = cb;\n\
+               SpiceShimInputCallbacks cbs = {0, 0, 0, 0};\n\
+               SpiceShim *s = spice_shim_new(\"\", f, 0);\n\
+               spice_shim_set_input_callbacks(s, &cbs, 0);\n\
+               spice_shim_free(s);\n\
+               return spice_shim_last_error() != 0;\n}\n";
+    let c = dir.join("h.c");
+    let cpp = dir.join("h.cpp");
+    std::fs::write(&c, src).unwrap();
+    std::fs::write(&cpp, src).unwrap();
+    for std in ["-std=c99", "-std=c11"] {
+        let out = run_limited(
+            Command::new("gcc")
+                .args([std, "-pedantic", "-Wall", "-Wextra", "-Werror"])
+                .args([
+                    "-Wstrict-prototypes",
+                    "-Wmissing-prototypes",
+                    "-fsyntax-only",
+                ])
+                .arg("-I")
+                .arg(header_dir())
+                .arg(&c),
+            "gcc",
+            RUN,
+        );
+        assert_success(&out, &format!("gcc {std} on the header"));
+    }
+    let out = run_limited(
+        Command::new("g++")
+            .args([
+                "-std=c++11",
+                "-pedantic",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-fsyntax-only",
+            ])
+            .arg("-I")
+            .arg(header_dir())
+            .arg(&cpp),
+        "g++",
+        RUN,
+    );
+    assert_success(&out, "g++ on the header");
+
+    // Declared in the header == exported by the library.
+    let header = std::fs::read_to_string(header_dir().join("spice-shim.h")).unwrap();
+    let mut declared: Vec<String> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .filter_map(|l| {
+            let i = l.find("spice_shim_")?;
+            let rest = &l[i..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest[name.len()..].starts_with('(').then_some(name)
+        })
+        .collect();
+    declared.sort();
+    declared.dedup();
+    let out = run_limited(
+        Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(lib().dir.join("libspice_shim.so")),
+        "nm",
+        RUN,
+    );
+    assert_success(&out, "nm -D");
+    let mut exported: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("spice_shim_"))
+        .map(str::to_owned)
+        .collect();
+    exported.sort();
+    assert_eq!(declared, exported, "header declarations vs library exports");
+    assert_eq!(declared.len(), 8, "{declared:?}");
+}
+
+/// QEMU without any client: replaced, resized, multi-planar, tiled (refused) and disabled
+/// scanouts at 60 Hz; every cookie comes back exactly once, on a shim thread, none after
+/// spice_shim_free, and every fd handed over is closed in the end (all checked by the program).
+#[test]
+fn qemu_like_without_client() {
+    let started = Instant::now();
+    let out = run_limited(
+        Command::new(qemu_like()).args(["auto", &pipelines_option()]),
+        "qemu_like auto",
+        RUN,
+    );
+    assert_success(&out, "qemu_like auto");
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("PORT "), "{stdout}");
+    assert_holds(&stdout);
+    let (cookies, frames) = ok_line(&stdout);
+    // 3 holds of 1 s and 3 stages of 0.5 s at 60 Hz, plus 4 draws without a usable scanout.
+    assert!(frames >= 100, "only {frames} frames: {stdout}");
+    assert_eq!(cookies, frames + 4, "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("DRM modifier 0x0100000000000001 is not linear"),
+        "{stderr}"
+    );
+    eprintln!("{} in {:?}", stdout.trim_end(), started.elapsed());
+}
+
+/// A line-oriented view of the C program's stdout, with timeouts.
+struct Lines(mpsc::Receiver<String>, Vec<String>);
+
+impl Lines {
+    fn new(child: &mut Child) -> Self {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(rx, Vec::new())
+    }
+
+    /// The next line starting with `prefix` (other lines are kept for the report).
+    fn expect(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => {
+                    self.1.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {limit:?}; got:\n{}",
+                    self.1.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+fn next_stage(stdin: &mut ChildStdin) {
+    writeln!(stdin, "next").expect("writing to qemu_like");
+    stdin.flush().unwrap();
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "qemu_like did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `qemu_like client` (through `cmd`, which is the program itself or valgrind running
+/// it) and takes a `spicy-screenshot` at each hold point. Returns the OK line and the stderr
+/// of `cmd`.
+fn client_session(mut cmd: Command, tag: &str) -> (String, String) {
+    let started = Instant::now();
+    let dir = TempDir::new(tag);
+    let stderr_path = dir.join("qemu_like.stderr");
+    let mut child = KillOnDrop(spawn(
+        cmd.args(["client", &pipelines_option()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap()),
+        "qemu_like",
+    ));
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut lines = Lines::new(&mut child.0);
+    let port: u16 = lines
+        .expect("PORT ", VALGRIND)
+        .strip_prefix("PORT ")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    for (name, w, h) in [
+        ("first", 1280, 720),
+        ("small", 800, 600),
+        ("final", 1280, 720),
+    ] {
+        let hold = lines.expect("HOLD ", VALGRIND);
+        assert_eq!(hold, format!("HOLD {name} {w}x{h}"));
+        let shot = dir.join(&format!("{name}.ppm"));
+        let t = Instant::now();
+        let out = run_limited(
+            Command::new("timeout")
+                .args(["60", "spicy-screenshot", "-h", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .arg("-o")
+                .arg(&shot),
+            "spicy-screenshot",
+            Duration::from_secs(70),
+        );
+        assert_success(&out, &format!("spicy-screenshot at hold {name}"));
+        let img = test_guest::read_ppm(&shot).unwrap();
+        assert_eq!((img.width, img.height), (w, h), "screenshot at hold {name}");
+        test_guest::check_bars(&img, 48)
+            .unwrap_or_else(|e| panic!("screenshot at hold {name}: {e}"));
+        test_guest::check_upright_bars(&img, 48)
+            .unwrap_or_else(|e| panic!("screenshot at hold {name}: {e}"));
+        eprintln!(
+            "{tag}: hold {name}: {w}x{h} screenshot in {:?}",
+            t.elapsed()
+        );
+        next_stage(&mut stdin);
+    }
+    let ok = lines.expect("OK ", VALGRIND);
+    drop(stdin);
+    let status = wait_exit(&mut child.0, VALGRIND);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "{tag}: {status}\n{stderr}");
+    let (cookies, frames) = ok_line(&ok);
+    assert!(frames > 0 && cookies == frames + 4, "{ok}");
+    eprintln!("{tag}: {ok} in {:?}", started.elapsed());
+    (ok, stderr)
+}
+
+/// QEMU with clients: at each of the three hold points (1280x720, resized to 800x600, back to
+/// 1280x720 after scanout2, NV12, a refused tiled scanout and a disabled one), a real
+/// spice-gtk client (`spicy-screenshot`) connects while the program draws at 60 Hz and saves
+/// the first picture it shows: it has the size of the current scanout and shows the eight
+/// colour bars the right way up. Every cookie comes back exactly once.
+#[test]
+fn qemu_like_with_spicy_screenshot() {
+    client_session(Command::new(qemu_like()), "client");
+}
+
+fn valgrind_command() -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.env("QEMU_LIKE_SLOW", "1")
+        .args([
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=99",
+            "--num-callers=40",
+        ])
+        .arg(format!(
+            "--suppressions={}",
+            repo().join("tests/c/valgrind.supp").display()
+        ))
+        .arg(qemu_like());
+    cmd
+}
+
+/// Fails on any memcheck error or definitely lost block in a valgrind report.
+fn assert_clean_valgrind(stderr: &str, context: &str) {
+    for bad in [
+        "Invalid read",
+        "Invalid write",
+        "Invalid free",
+        "uninitialised",
+        "Mismatched free",
+        "are definitely lost",
+    ] {
+        assert!(
+            !stderr.contains(bad),
+            "valgrind found '{bad}':\n{context}\n--- valgrind\n{stderr}"
+        );
+    }
+    for good in [
+        "ERROR SUMMARY: 0 errors",
+        "definitely lost: 0 bytes in 0 blocks",
+    ] {
+        assert!(
+            stderr.contains(good),
+            "no '{good}' in the valgrind report:\n{context}\n--- valgrind\n{stderr}"
+        );
+    }
+}
+
+fn valgrind(args: &[&str], what: &str) -> Output {
+    run_limited(valgrind_command().args(args), what, VALGRIND)
+}
+
+/// The whole sequence (shorter stages, 30 Hz) under memcheck: no invalid access, no use of
+/// uninitialised memory, no definitely lost block (tests/c/valgrind.supp only names GLib's
+/// one-time quark block), and still every cookie exactly once.
+#[test]
+fn qemu_like_under_valgrind() {
+    let started = Instant::now();
+    let out = valgrind(&["quick", &pipelines_option()], "valgrind qemu_like quick");
+    let stderr = text(&out.stderr);
+    let context = format!("exit {}\n--- stdout\n{}", out.status, text(&out.stdout));
+    assert!(out.status.success(), "{context}\n--- valgrind\n{stderr}");
+    assert_clean_valgrind(&stderr, &context);
+    let stdout = text(&out.stdout);
+    assert_holds(&stdout);
+    let (cookies, frames) = ok_line(&stdout);
+    assert_eq!(cookies, frames + 4, "{stdout}");
+    eprintln!("valgrind: {} in {:?}", stdout.trim_end(), started.elapsed());
+}
+
+/// The client session under memcheck: the encoder path (GstMemory wrapping the host's fds,
+/// release notifications, streams to clients, scanouts replaced while frames are in flight) is
+/// free of memcheck errors and definite leaks too.
+#[test]
+fn qemu_like_with_spicy_screenshot_under_valgrind() {
+    let (ok, stderr) = client_session(valgrind_command(), "client-valgrind");
+    assert_clean_valgrind(&stderr, &ok);
+}
+
+/// The valgrind set-up does catch leaks: the program loses 4242 bytes on purpose after
+/// spice_shim_free, and memcheck must fail the run for it (so the suppressions do not hide
+/// the embedding program's or the library's leaks).
+#[test]
+fn valgrind_setup_reports_a_definite_leak() {
+    let out = valgrind(&["leak", &pipelines_option()], "valgrind qemu_like leak");
+    let stderr = text(&out.stderr);
+    assert!(text(&out.stdout).contains("LEAKED"), "{stderr}");
+    assert_eq!(out.status.code(), Some(99), "{stderr}");
+    assert!(
+        stderr.contains("4,242 bytes in 1 blocks are definitely lost"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("definitely lost: 4,242 bytes in 1 blocks"),
+        "{stderr}"
+    );
+}
+
+/// `scripts/install-lib.sh` installs the library, header, pkg-config file and pipelines into a
+/// prefix; programs built with `pkg-config --cflags --libs spice-shim` (shared) and
+/// `pkg-config --static --libs spice-shim` (static, libspice_shim.a) run; both find the
+/// installed pipelines without a pipelines= option.
+#[test]
+fn install_script_and_pkg_config() {
+    let dir = TempDir::new("install");
+    let prefix = dir.join("prefix");
+    let out = run_limited(
+        Command::new("bash")
+            .arg(repo().join("scripts/install-lib.sh"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--artifacts")
+            .arg(&lib().dir),
+        "install-lib.sh",
+        RUN,
+    );
+    assert_success(&out, "scripts/install-lib.sh");
+    for f in [
+        "lib/libspice_shim.so",
+        "lib/libspice_shim.a",
+        "lib/pkgconfig/spice-shim.pc",
+        "include/spice-shim.h",
+        "share/spice-shim/pipelines/h264.pipeline",
+        "share/spice-shim/pipelines/mjpeg.pipeline",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} not installed");
+    }
+
+    let pkg_config = |args: &[&str]| -> String {
+        let out = run_limited(
+            Command::new("pkg-config")
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+                .args(args)
+                .arg("spice-shim"),
+            "pkg-config",
+            RUN,
+        );
+        assert_success(&out, &format!("pkg-config {args:?}"));
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(pkg_config(&["--modversion"]), env!("CARGO_PKG_VERSION"));
+    let pipelinesdir = prefix.join("share/spice-shim/pipelines");
+    assert_eq!(
+        pkg_config(&["--variable=pipelinesdir"]),
+        pipelinesdir.display().to_string()
+    );
+    let cflags = pkg_config(&["--cflags"]);
+    let libs = pkg_config(&["--libs"]);
+    assert_eq!(
+        libs,
+        format!("-L{} -lspice_shim", prefix.join("lib").display())
+    );
+    let static_libs =
+        pkg_config(&["--static", "--libs"]).replace("-lspice_shim", "-l:libspice_shim.a");
+
+    let bin = prefix.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let gcc = |out_name: &str, libs: &str, extra: &[String]| -> PathBuf {
+        let exe = bin.join(out_name);
+        let out = run_limited(
+            Command::new("gcc")
+                .args([
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-std=c11",
+                    "-pedantic",
+                    "-O1",
+                ])
+                .args(cflags.split_whitespace())
+                .arg(repo().join("tests/c/qemu_like.c"))
+                .arg("-o")
+                .arg(&exe)
+                .args(libs.split_whitespace())
+                .args(extra),
+            "gcc",
+            RUN,
+        );
+        assert_success(&out, &format!("gcc {out_name}"));
+        exe
+    };
+    let shared = gcc(
+        "qemu_like_shared",
+        &libs,
+        &[format!("-Wl,-rpath,{}", prefix.join("lib").display())],
+    );
+    let stat = gcc("qemu_like_static", &static_libs, &[]);
+    let out = run_limited(Command::new("readelf").arg("-d").arg(&stat), "readelf", RUN);
+    assert_success(&out, "readelf");
+    assert!(
+        !text(&out.stdout).contains("libspice_shim"),
+        "the static build needs libspice_shim.so:\n{}",
+        text(&out.stdout)
+    );
+
+    // Both run the whole sequence with the installed pipelines (no pipelines= option).
+    for exe in [&shared, &stat] {
+        let out = run_limited(
+            Command::new(exe)
+                .arg("quick")
+                .env_remove("SPICE_SHIM_PIPELINES"),
+            "qemu_like",
+            RUN,
+        );
+        assert_success(&out, &exe.display().to_string());
+        ok_line(&text(&out.stdout));
+    }
+    // ... and it is the installed directory they use: without its h264.pipeline they fail,
+    // naming it.
+    std::fs::remove_file(pipelinesdir.join("h264.pipeline")).unwrap();
+    for exe in [&shared, &stat] {
+        let out = run_limited(
+            Command::new(exe)
+                .arg("probe")
+                .env_remove("SPICE_SHIM_PIPELINES"),
+            "qemu_like probe",
+            RUN,
+        );
+        let stdout = text(&out.stdout);
+        assert!(!out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "NEW FAIL spice_shim_new: no usable video codec: h264: {}",
+                pipelinesdir.join("h264.pipeline").display()
+            )),
+            "{}: {stdout}",
+            exe.display()
+        );
+    }
+    // An explicit pipelines= still wins.
+    let out = run_limited(
+        Command::new(&shared).args(["probe", &pipelines_option()]),
+        "qemu_like probe",
+        RUN,
+    );
+    assert_success(&out, "probe with pipelines=");
+}

@@ -35,15 +35,9 @@ pub fn run(
     mess: &LinkMess,
     peer: String,
 ) {
-    let outbox = Outbox::new(header);
-    let Ok(wconn) = conn.try_clone() else { return };
-    let writer = {
-        let outbox = outbox.clone();
-        std::thread::Builder::new()
-            .name("shim-display-writer".into())
-            .spawn(move || outbox.run_writer(wconn))
+    let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-display-writer") else {
+        return;
     };
-    let Ok(writer) = writer else { return };
     let caps = mess.channel_caps.clone();
     let gl = conn.is_unix() && caps.has(display_cap::GL_SCANOUT);
     if gl {

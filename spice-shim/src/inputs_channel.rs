@@ -15,15 +15,9 @@ use crate::shim::Core;
 /// Serves one inputs channel until it closes.
 pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind) {
     let peer = conn.peer();
-    let outbox = Outbox::new(header);
-    let Ok(wconn) = conn.try_clone() else { return };
-    let writer = {
-        let outbox = outbox.clone();
-        std::thread::Builder::new()
-            .name("shim-inputs-writer".into())
-            .spawn(move || outbox.run_writer(wconn))
+    let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-inputs-writer") else {
+        return;
     };
-    let Ok(writer) = writer else { return };
     outbox.send(&InputsInit {
         keyboard_modifiers: 0,
     });

@@ -10,6 +10,7 @@ mod conn;
 mod display;
 pub mod encoder;
 pub mod feed;
+pub mod guest;
 mod handshake;
 mod inputs_channel;
 pub mod ledger;

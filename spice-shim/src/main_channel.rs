@@ -15,15 +15,9 @@ use crate::shim::Core;
 /// Serves one main channel until it closes.
 pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind, session: u32) {
     let peer = conn.peer();
-    let outbox = Outbox::new(header);
-    let Ok(wconn) = conn.try_clone() else { return };
-    let writer = {
-        let outbox = outbox.clone();
-        std::thread::Builder::new()
-            .name("shim-main-writer".into())
-            .spawn(move || outbox.run_writer(wconn))
+    let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-main-writer") else {
+        return;
     };
-    let Ok(writer) = writer else { return };
     let supported = mouse_mode::SERVER | mouse_mode::CLIENT;
     let mut current = mouse_mode::CLIENT;
     outbox.send(&MainInit {

@@ -58,6 +58,33 @@ impl Outbox {
         })
     }
 
+    /// An outbox for `conn` with its writer thread running.
+    pub fn start(
+        kind: HeaderKind,
+        conn: &Conn,
+        thread_name: &str,
+    ) -> Option<(Arc<Self>, std::thread::JoinHandle<()>)> {
+        let outbox = Self::new(kind);
+        let wconn = match conn.try_clone() {
+            Ok(c) => c,
+            Err(e) => {
+                crate::log::error(&format!("{thread_name}: cannot clone the socket: {e}"));
+                return None;
+            }
+        };
+        let o = outbox.clone();
+        match std::thread::Builder::new()
+            .name(thread_name.into())
+            .spawn(move || o.run_writer(wconn))
+        {
+            Ok(writer) => Some((outbox, writer)),
+            Err(e) => {
+                crate::log::error(&format!("cannot start {thread_name}: {e}"));
+                None
+            }
+        }
+    }
+
     /// Queues a control message (never dropped). Returns false if the channel is closed.
     pub fn send<M: ServerMessage>(&self, msg: &M) -> bool {
         let mut st = self.state.lock().unwrap();

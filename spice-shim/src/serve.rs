@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
+use gstspicedmabuf::Rect;
 use test_guest::{Guest, Pattern};
 
 use crate::feed::parse_size;
@@ -144,22 +144,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         g.render_into(idx, frame_no)?;
         if current != Some(idx) {
             let buf = g.buffer(idx).expect("index from next_free");
-            let info = ScanoutInfo {
-                width,
-                height,
-                fourcc: buf.fourcc(),
-                modifier: 0,
-                y0_top: true,
-                planes: buf
-                    .planes()
-                    .iter()
-                    .map(|p| Plane {
-                        fd_index: 0,
-                        offset: p.offset,
-                        stride: p.stride,
-                    })
-                    .collect(),
-            };
+            let info = crate::guest::scanout_info(buf);
             shim.gl_scanout(Some(info), vec![buf.dup_fd()?])?;
             current = Some(idx);
         }

@@ -19,7 +19,7 @@ use glclient::{
     ChildGuard, Display, DisplayMsg, DrawRect, Mapping, Next, STEP, TempDir, XR24, display_channel,
     file_identity, local_display_caps, main_channel,
 };
-use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
+use gstspicedmabuf::{Rect, ScanoutInfo};
 use spice_shim::proto::Caps;
 use spice_shim::proto::caps::display_cap;
 use spice_shim::proto::consts::{channel_type, surface_flags, surface_format};
@@ -137,22 +137,7 @@ fn local_config(socket: &Path) -> Config {
 }
 
 fn info_of(buf: &GuestBuffer) -> ScanoutInfo {
-    ScanoutInfo {
-        width: buf.width(),
-        height: buf.height(),
-        fourcc: buf.fourcc(),
-        modifier: 0,
-        y0_top: true,
-        planes: buf
-            .planes()
-            .iter()
-            .map(|p| Plane {
-                fd_index: 0,
-                offset: p.offset,
-                stride: p.stride,
-            })
-            .collect(),
-    }
+    spice_shim::guest::scanout_info(buf)
 }
 
 fn scanout(shim: &Shim, buf: &GuestBuffer) {

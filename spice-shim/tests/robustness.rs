@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glclient::{ChildGuard, TempDir, display_channel, main_channel};
-use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
+use gstspicedmabuf::Rect;
 use spice_shim::proto::caps::display_cap;
 use spice_shim::proto::consts::{channel_type, link_err};
 use spice_shim::proto::{Caps, LinkMess};
@@ -56,18 +56,7 @@ impl Host {
                     guest.render_into(idx, cookie).unwrap();
                     if current != Some(idx) {
                         let buf = guest.buffer(idx).unwrap();
-                        let info = ScanoutInfo {
-                            width: w,
-                            height: h,
-                            fourcc: buf.fourcc(),
-                            modifier: 0,
-                            y0_top: true,
-                            planes: vec![Plane {
-                                fd_index: 0,
-                                offset: 0,
-                                stride: buf.stride(),
-                            }],
-                        };
+                        let info = spice_shim::guest::scanout_info(buf);
                         shim.gl_scanout(Some(info), vec![buf.dup_fd().unwrap()])
                             .unwrap();
                         current = Some(idx);

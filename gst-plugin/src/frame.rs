@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use glib::translate::IntoGlib;
-use gst_allocators::prelude::*;
 
 use crate::scanout::{Rect, Scanout};
 
@@ -129,7 +128,6 @@ fn attach_guard(mem: &gst::Memory, guard: &Arc<MemoryGuard>) {
 /// scanout owns the fds), resized to the plane, and a VideoMeta with the real strides.
 pub(crate) fn frame_to_buffer(
     frame: Frame,
-    allocator: &gst_allocators::DmaBufAllocator,
     released: &Arc<AtomicU64>,
 ) -> Result<gst::Buffer, glib::BoolError> {
     let Frame {
@@ -145,19 +143,8 @@ pub(crate) fn frame_to_buffer(
     let mut buffer_offset = 0usize;
     for i in 0..nplanes {
         let plane = scanout.info().planes[i];
-        // SAFETY: the fd is owned by `scanout`, which the memory guard keeps alive until the
-        // memory is freed; DONT_CLOSE leaves closing to the scanout.
-        let mut mem = unsafe {
-            allocator.alloc_dmabuf_with_flags(
-                scanout.plane_raw_fd(i),
-                scanout.plane_fd_size(i) as usize,
-                gst_allocators::FdMemoryFlags::DONT_CLOSE,
-            )
-        }?;
         let size = scanout.plane_size(i) as usize;
-        mem.get_mut()
-            .expect("a new memory is writable")
-            .resize(plane.offset as usize..plane.offset as usize + size);
+        let mem = scanout.plane_memory(i)?;
         memories.push(mem);
         offsets.push(buffer_offset);
         strides.push(plane.stride as i32);

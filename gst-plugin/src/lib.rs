@@ -17,6 +17,7 @@ use gst::glib;
 
 pub mod fourcc;
 mod frame;
+pub mod mapcache;
 pub mod scanout;
 mod socket;
 mod spicedmabufsrc;

@@ -5,11 +5,12 @@
 //! the scanout while an encoder still reads the old one is therefore safe: the old fds stay open
 //! until GStreamer frees the last memory that wraps them.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use gst_video::VideoFormat;
 
 use crate::fourcc::{self, DRM_FORMAT_MOD_INVALID, DRM_FORMAT_MOD_LINEAR, FourccFormat};
+use crate::mapcache::{self, BufferKey};
 
 /// Largest width or height accepted.
 pub const MAX_DIMENSION: u32 = 16384;
@@ -86,10 +87,13 @@ pub struct Scanout {
     info: ScanoutInfo,
     format: &'static FourccFormat,
     fds: Vec<OwnedFd>,
-    /// Size in bytes of each fd, as measured at validation.
-    fd_sizes: Vec<u64>,
     /// Bytes each plane occupies inside its fd (`stride * rows`).
     plane_sizes: Vec<u64>,
+    /// Identity of each fd's buffer, for the import cache.
+    keys: Vec<BufferKey>,
+    /// One kept-mapped dmabuf memory per fd (from the import cache): frames are sub-memories
+    /// of it, so a frame costs no new mmap and no page faults.
+    parents: std::sync::OnceLock<Result<Vec<gst::Memory>, glib::BoolError>>,
 }
 
 /// Size of an fd: `fstat`, or `lseek(SEEK_END)` for dmabufs that report 0 there.
@@ -131,9 +135,14 @@ impl Scanout {
             });
         }
         let mut fd_sizes = Vec::with_capacity(fds.len());
+        let mut keys = Vec::with_capacity(fds.len());
         for (i, fd) in fds.iter().enumerate() {
-            fd_sizes
-                .push(fd_size(fd.as_fd()).map_err(|err| ScanoutError::FdSize { plane: i, err })?);
+            let size = fd_size(fd.as_fd()).map_err(|err| ScanoutError::FdSize { plane: i, err })?;
+            keys.push(
+                BufferKey::of(fd.as_fd(), size)
+                    .map_err(|err| ScanoutError::FdSize { plane: i, err })?,
+            );
+            fd_sizes.push(size);
         }
         let mut plane_sizes = Vec::with_capacity(info.planes.len());
         for (i, (plane, shape)) in info.planes.iter().zip(format.planes).enumerate() {
@@ -171,8 +180,9 @@ impl Scanout {
             info,
             format,
             fds,
-            fd_sizes,
             plane_sizes,
+            keys,
+            parents: std::sync::OnceLock::new(),
         })
     }
 
@@ -201,19 +211,25 @@ impl Scanout {
         &self.fds
     }
 
-    /// Raw fd of plane `i`, as wrapped into GstMemory.
-    pub fn plane_raw_fd(&self, i: usize) -> i32 {
-        self.fds[self.info.planes[i].fd_index].as_raw_fd()
-    }
-
-    /// Size in bytes of the fd that holds plane `i`.
-    pub fn plane_fd_size(&self, i: usize) -> u64 {
-        self.fd_sizes[self.info.planes[i].fd_index]
-    }
-
     /// Bytes plane `i` occupies (`stride * rows`).
     pub fn plane_size(&self, i: usize) -> u64 {
         self.plane_sizes[i]
+    }
+
+    /// A new dmabuf memory covering plane `i`: a sub-memory of the buffer's kept-mapped memory
+    /// from the import cache (see [`crate::mapcache`]).
+    pub(crate) fn plane_memory(&self, i: usize) -> Result<gst::Memory, glib::BoolError> {
+        let parents = self.parents.get_or_init(|| {
+            self.fds
+                .iter()
+                .zip(&self.keys)
+                .map(|(fd, &key)| mapcache::memory_for(fd.as_fd(), key))
+                .collect()
+        });
+        let parents = parents.as_ref().map_err(Clone::clone)?;
+        let plane = self.info.planes[i];
+        let start = plane.offset as usize;
+        Ok(parents[plane.fd_index].share(start..start + self.plane_sizes[i] as usize))
     }
 
     /// Caps describing frames of this scanout (plain system-memory `video/x-raw`).

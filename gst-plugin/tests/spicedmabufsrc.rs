@@ -77,6 +77,13 @@ fn scanout_of(buf: &GuestBuffer, y0_top: bool) -> Arc<Scanout> {
     Arc::new(Scanout::new(info, vec![buf.dup_fd().unwrap()]).unwrap())
 }
 
+fn file_identity(fd: i32) -> (u64, u64) {
+    // SAFETY: the fd is open for the duration of the call (held by the buffer or the scanout).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let st = rustix::fs::fstat(fd).unwrap();
+    (st.st_dev, st.st_ino)
+}
+
 fn full(buf: &GuestBuffer) -> Rect {
     Rect {
         x: 0,
@@ -148,11 +155,16 @@ fn buffers_wrap_the_scanout_fd_with_real_strides() {
     let dmabuf = mem
         .downcast_memory_ref::<gst_allocators::DmaBufMemory>()
         .expect("a dmabuf memory");
+    // The memory maps the scanout's own buffer (through the import cache's dup of its fd):
+    // same file, no copy; and it is the very memory the guest renders into.
     assert_eq!(
-        dmabuf.fd(),
-        scanout_fd,
-        "the memory wraps the scanout's own fd"
+        file_identity(dmabuf.fd()),
+        file_identity(scanout_fd),
+        "the memory wraps the scanout's buffer"
     );
+    let map = mem.map_readable().unwrap();
+    assert_eq!(&map[..4], &buf.pixels()[..4]);
+    drop(map);
     assert_eq!(mem.size(), 7936 * 1080);
     let meta = buffer.meta::<gst_video::VideoMeta>().expect("VideoMeta");
     assert_eq!(meta.stride(), &[7936]);

@@ -753,6 +753,7 @@ impl Shim {
             let _ = t.join();
         }
         self.core.ledger.shutdown();
+        gstspicedmabuf::mapcache::clear();
         if let Some(p) = &self.unix_path {
             let _ = std::fs::remove_file(p);
         }

@@ -103,7 +103,6 @@ pub struct SpiceDmabufSrc {
     state: Mutex<State>,
     cond: Condvar,
     released: Arc<AtomicU64>,
-    allocator: gst_allocators::DmaBufAllocator,
 }
 
 impl Default for SpiceDmabufSrc {
@@ -114,7 +113,6 @@ impl Default for SpiceDmabufSrc {
             state: Mutex::default(),
             cond: Condvar::new(),
             released: Arc::default(),
-            allocator: gst_allocators::DmaBufAllocator::new(),
         }
     }
 }
@@ -439,6 +437,8 @@ impl BaseSrcImpl for SpiceDmabufSrc {
         self.cond.notify_all();
         let listener = self.listener.lock().unwrap().take();
         drop(listener);
+        // Unmap the buffers this element imported once its frames are released.
+        crate::mapcache::clear();
         gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }
@@ -548,7 +548,7 @@ impl PushSrcImpl for SpiceDmabufSrc {
             frame.rect,
             frame.pts
         );
-        match frame::frame_to_buffer(frame, &self.allocator, &self.released) {
+        match frame::frame_to_buffer(frame, &self.released) {
             Ok(buffer) => Ok(CreateSuccess::NewBuffer(buffer)),
             Err(err) => {
                 gst::element_imp_error!(

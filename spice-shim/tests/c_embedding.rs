@@ -14,87 +14,32 @@
 //! Nothing is skipped: gcc, g++, nm, pkg-config, valgrind and spicy-screenshot must be installed
 //! (`scripts/install-deps.sh`).
 
+mod util;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
+
+use util::{KillOnDrop, TempDir, profile_dir, workspace_root};
 
 /// Upper bound for one run of the C program without valgrind (it takes about 5 s).
 const RUN: Duration = Duration::from_secs(120);
 /// Upper bound for the valgrind runs (about 10 s here).
 const VALGRIND: Duration = Duration::from_secs(600);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn header_dir() -> PathBuf {
-    repo().join("spice-shim/include")
+    workspace_root().join("spice-shim/include")
 }
 
 fn pipelines_option() -> String {
-    format!("pipelines={}", repo().join("pipelines").display())
-}
-
-/// `target/<profile>` of this test binary (`target/<profile>/deps/c_embedding-<hash>`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
-        .to_path_buf()
+    format!("pipelines={}", workspace_root().join("pipelines").display())
 }
 
 // ---------------------------------------------------------------------------------------------
-// temporary directories and processes
+// processes
 // ---------------------------------------------------------------------------------------------
-
-/// A directory removed on drop, kept (and its path printed) when the test failed.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ss-c-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test files kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// Kills and reaps the child when dropped (a failed test leaves nothing running).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `cmd`. `LD_LIBRARY_PATH` is removed: cargo points it at `target/<profile>/deps`,
 /// which would take precedence over the programs' RUNPATH and load another libspice_shim.so.
@@ -164,7 +109,7 @@ fn build_with_cargo() -> PathBuf {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run_limited(
-        Command::new(cargo).current_dir(repo()).args([
+        Command::new(cargo).current_dir(workspace_root()).args([
             "build",
             "-p",
             "spice-shim",
@@ -236,7 +181,7 @@ fn qemu_like() -> &'static Path {
                 ])
                 .arg("-I")
                 .arg(header_dir())
-                .arg(repo().join("tests/c/qemu_like.c"))
+                .arg(workspace_root().join("tests/c/qemu_like.c"))
                 .arg("-o")
                 .arg(&bin)
                 .arg(format!("-L{}", lib.dir.display()))
@@ -539,7 +484,7 @@ fn valgrind_command() -> Command {
         ])
         .arg(format!(
             "--suppressions={}",
-            repo().join("tests/c/valgrind.supp").display()
+            workspace_root().join("tests/c/valgrind.supp").display()
         ))
         .arg(qemu_like());
     cmd
@@ -631,7 +576,7 @@ fn install_script_and_pkg_config() {
     let prefix = dir.join("prefix");
     let out = run_limited(
         Command::new("bash")
-            .arg(repo().join("scripts/install-lib.sh"))
+            .arg(workspace_root().join("scripts/install-lib.sh"))
             .arg("--prefix")
             .arg(&prefix)
             .arg("--artifacts")
@@ -693,7 +638,7 @@ fn install_script_and_pkg_config() {
                     "-O1",
                 ])
                 .args(cflags.split_whitespace())
-                .arg(repo().join("tests/c/qemu_like.c"))
+                .arg(workspace_root().join("tests/c/qemu_like.c"))
                 .arg("-o")
                 .arg(&exe)
                 .args(libs.split_whitespace())

@@ -1,45 +1,18 @@
 //! A pipeline that fails at run time: every cookie still comes back, the pipeline is restarted,
 //! and after three failures the client falls back to its next codec and gets a picture.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod util;
 
-struct Kill(Child);
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use util::{KillOnDrop, TempDir, free_port, wait_for_port, workspace_root};
 
 #[test]
 fn a_failing_pipeline_returns_cookies_and_falls_back() {
-    let dir = tempfile_dir("encoder-failure");
+    let dir = TempDir::new("encoder-failure");
     // h264 negotiates a width the guest never has: "not-negotiated" on the first frame.
-    let h264 = std::fs::read_to_string(repo().join("pipelines/h264.pipeline"))
+    let h264 = std::fs::read_to_string(workspace_root().join("pipelines/h264.pipeline"))
         .unwrap()
         .replace(
             "video/x-raw,format=I420",
@@ -48,7 +21,7 @@ fn a_failing_pipeline_returns_cookies_and_falls_back() {
     assert!(h264.contains("width=64"));
     std::fs::write(dir.join("h264.pipeline"), h264).unwrap();
     std::fs::copy(
-        repo().join("pipelines/vp8.pipeline"),
+        workspace_root().join("pipelines/vp8.pipeline"),
         dir.join("vp8.pipeline"),
     )
     .unwrap();
@@ -65,13 +38,16 @@ fn a_failing_pipeline_returns_cookies_and_falls_back() {
             "25",
         ])
         .arg("--pipelines")
-        .arg(&dir)
+        .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut server = Kill(server);
-    wait_for_port(port);
+    let mut server = KillOnDrop(server);
+    assert!(
+        wait_for_port(port, Duration::from_secs(30)),
+        "server did not listen on {port}"
+    );
 
     let shot = dir.join("shot.ppm");
     let status = Command::new("timeout")
@@ -121,11 +97,4 @@ fn a_failing_pipeline_returns_cookies_and_falls_back() {
     assert!(nums[0] > 0, "{line}");
     assert_eq!(nums[0], nums[1], "every cookie back: {line}");
     assert!(stdout.contains("frames encoded (vp8)"), "{stdout}");
-}
-
-fn tempfile_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spice-shim-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -4,6 +4,7 @@
 //! itself, drawing into memfd scanouts from `test_guest`.
 
 mod glclient;
+mod util;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -16,8 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use glclient::{
-    ChildGuard, Display, DisplayMsg, DrawRect, Mapping, Next, STEP, TempDir, XR24, display_channel,
-    file_identity, local_display_caps, main_channel,
+    Display, DisplayMsg, DrawRect, Mapping, Next, STEP, XR24, display_channel, file_identity,
+    local_display_caps, main_channel,
 };
 use gstspicedmabuf::{Rect, ScanoutInfo};
 use spice_shim::proto::Caps;
@@ -26,6 +27,7 @@ use spice_shim::proto::consts::{channel_type, surface_flags, surface_format};
 use spice_shim::proto::msg_type::server::display as msg;
 use spice_shim::{Config, Shim};
 use test_guest::{GuestBuffer, Image, Pattern, check_bars, read_ppm, render};
+use util::{ChildGuard, TempDir};
 
 /// Generous bound for a cookie that should come back now.
 const COOKIE: Duration = Duration::from_secs(10);
@@ -762,7 +764,9 @@ fn remote_and_local_clients_at_the_same_time() {
             .arg(addr.port().to_string())
             .arg("-o")
             .arg(&ppm);
-        let mut shot = ChildGuard::spawn("spicy-screenshot", cmd, &dir);
+        // SIGTERM first on drop, so `timeout` passes it on to spicy-screenshot.
+        let mut shot = ChildGuard::spawn("spicy-screenshot", cmd, &dir)
+            .sigterm_on_drop(Duration::from_secs(3));
         let status = shot.wait_timeout(Duration::from_secs(40));
         let screenshot = match status {
             Some(st) if st.success() => read_ppm(&ppm).expect("screenshot PPM"),

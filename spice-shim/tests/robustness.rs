@@ -3,6 +3,7 @@
 //! working. Every cookie comes back exactly once.
 
 mod glclient;
+mod util;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,13 +14,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use glclient::{ChildGuard, TempDir, display_channel, main_channel};
+use glclient::{display_channel, main_channel};
 use gstspicedmabuf::Rect;
 use spice_shim::proto::caps::display_cap;
 use spice_shim::proto::consts::{channel_type, link_err};
 use spice_shim::proto::{Caps, LinkMess};
 use spice_shim::{Config, Shim};
 use test_guest::{Guest, Pattern};
+use util::{ChildGuard, TempDir};
 
 /// Cookies returned by the shim, counted per cookie.
 #[derive(Clone, Default)]
@@ -121,7 +123,8 @@ fn screenshot(addr: SocketAddr, dir: &TempDir, name: &str) -> test_guest::Image 
         .arg(addr.port().to_string())
         .arg("-o")
         .arg(&out);
-    let mut child = ChildGuard::spawn(name, cmd, dir);
+    // SIGTERM first on drop, so `timeout` passes it on to spicy-screenshot.
+    let mut child = ChildGuard::spawn(name, cmd, dir).sigterm_on_drop(Duration::from_secs(3));
     let status = child
         .wait_timeout(Duration::from_secs(60))
         .expect("spicy-screenshot finished");

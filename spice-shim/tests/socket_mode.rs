@@ -5,19 +5,21 @@
 //! (see `common::plugin_library`).
 
 mod common;
+mod util;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, TempDir, gst_launch, report_numbers, spice_shim_bin};
+use common::{gst_launch, report_numbers, spice_shim_bin};
 use gst::prelude::*;
 use gstspicedmabuf::wire::{self, DoneStatus, Message, PlaneLayout, error_code};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use test_guest::{ChannelOrder, GuestBuffer};
+use util::{ChildGuard, TempDir};
 
 /// Upper bound for anything that involves starting GStreamer (registry scan) or encoding.
 const SLOW: Duration = Duration::from_secs(60);

@@ -8,15 +8,17 @@
 //! when it fails.
 
 mod support;
+mod util;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use support::{
-    CLIENT_TIMEOUT, Found, Proc, Server, TOLERANCE, TestDir, Xvfb, display_peers, find_bars, poll,
-    spicy_screenshot, square_x,
+    CLIENT_TIMEOUT, Found, Server, TOLERANCE, Xvfb, display_peers, find_bars, spicy_screenshot,
+    square_x,
 };
+use util::{ChildGuard, TempDir, poll};
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
@@ -43,7 +45,7 @@ fn only_client<'a>(exit: &'a support::ServerExit, codec: &str) -> &'a support::C
 
 #[test]
 fn spicy_screenshot_shows_bars() {
-    let dir = TestDir::new("screenshot");
+    let dir = TempDir::new("screenshot");
     let server = Server::start(&dir, BARS, None);
 
     spicy_screenshot(&dir, "shot", &server, None).expect_bars(WIDTH, HEIGHT);
@@ -66,7 +68,7 @@ fn spicy_screenshot_shows_bars() {
 /// A guest that drew one frame long ago still shows in clients that join later: the server
 /// encodes the last scanout again for each of them.
 fn idle_guest_second_client(codecs: Option<&str>) {
-    let dir = TestDir::new("idle");
+    let dir = TempDir::new("idle");
     let mut args = BARS.to_vec();
     args.extend(["--frames", "1"]);
     if let Some(c) = codecs {
@@ -112,7 +114,7 @@ fn idle_guest_second_client_vp8() {
 
 /// Starts remote-viewer on `xvfb` for `server`. `overlay`: let the widget use the
 /// GstVideoOverlay path (playbin draws into a child X window) instead of the canvas.
-fn start_remote_viewer(xvfb: &Xvfb, server: &Server, dir: &TestDir, overlay: bool) -> Proc {
+fn start_remote_viewer(xvfb: &Xvfb, server: &Server, dir: &TempDir, overlay: bool) -> ChildGuard {
     let mut cmd = xvfb.command("remote-viewer", dir);
     cmd.arg(server.uri());
     if overlay {
@@ -120,16 +122,16 @@ fn start_remote_viewer(xvfb: &Xvfb, server: &Server, dir: &TestDir, overlay: boo
     } else {
         cmd.env("DISABLE_GSTVIDEOOVERLAY", "1");
     }
-    Proc::spawn("remote-viewer", cmd, dir)
+    ChildGuard::spawn("remote-viewer", cmd, dir)
 }
 
 /// Takes screenshots of the X screen until one shows the colour bars, upright, in a
 /// 16:9 picture, and returns it. Panics after 30 s with the last reason.
 fn wait_for_bars(
     xvfb: &mut Xvfb,
-    viewer: &mut Proc,
+    viewer: &mut ChildGuard,
     server: &mut Server,
-    dir: &TestDir,
+    dir: &TempDir,
     tag: &str,
 ) -> Found {
     let path = dir.join(&format!("{tag}.ppm"));
@@ -174,9 +176,9 @@ fn check_screen(screen: &test_guest::Image) -> Result<Found, String> {
 /// live, not a frozen frame), every screenshot being a correct picture.
 fn wait_for_motion(
     xvfb: &mut Xvfb,
-    viewer: &mut Proc,
+    viewer: &mut ChildGuard,
     server: &mut Server,
-    dir: &TestDir,
+    dir: &TempDir,
     positions: usize,
 ) {
     let mut seen = BTreeSet::new();
@@ -199,7 +201,7 @@ fn wait_for_motion(
 }
 
 fn remote_viewer_shows_bars(overlay: bool) {
-    let dir = TestDir::new(if overlay { "rv-overlay" } else { "rv" });
+    let dir = TempDir::new(if overlay { "rv-overlay" } else { "rv" });
     let mut xvfb = Xvfb::start(&dir);
     let mut server = Server::start(&dir, BARS, None);
     let mut viewer = start_remote_viewer(&xvfb, &server, &dir, overlay);
@@ -236,7 +238,7 @@ fn remote_viewer_under_xvfb_overlay() {
 
 #[test]
 fn password() {
-    let dir = TestDir::new("password");
+    let dir = TempDir::new("password");
     let server = Server::start(&dir, BARS, Some("s3cret"));
 
     for (name, password) in [("wrong", Some("wrong")), ("none", None)] {
@@ -263,7 +265,7 @@ fn password() {
 
 #[test]
 fn killed_client_leaves_others_working() {
-    let dir = TestDir::new("killed");
+    let dir = TempDir::new("killed");
     let mut xvfb = Xvfb::start(&dir);
     let mut server = Server::start(&dir, BARS, None);
     let mut viewer = start_remote_viewer(&xvfb, &server, &dir, false);
@@ -326,7 +328,7 @@ fn killed_client_leaves_others_working() {
 #[test]
 fn stalled_client_recovers_and_blocks_nobody() {
     const STALL: Duration = Duration::from_secs(8);
-    let dir = TestDir::new("stalled");
+    let dir = TempDir::new("stalled");
     let mut xvfb = Xvfb::start(&dir);
     let started = Instant::now();
     let mut server = Server::start(&dir, BARS, None);
@@ -352,7 +354,7 @@ fn stalled_client_recovers_and_blocks_nobody() {
 /// `--video-codecs <codec>` alone: spicy-screenshot (which decodes all three) gets the bars in
 /// that codec.
 fn single_codec(codec: &str) {
-    let dir = TestDir::new(codec);
+    let dir = TempDir::new(codec);
     let mut args = BARS.to_vec();
     args.extend(["--video-codecs", codec]);
     let server = Server::start(&dir, &args, None);
@@ -378,7 +380,7 @@ fn vp8_only() {
 /// The readiness poll and the exit report parser agree with a server that gets no client.
 #[test]
 fn server_without_clients_reports_balanced_cookies() {
-    let dir = TestDir::new("noclient");
+    let dir = TempDir::new("noclient");
     let server = Server::start(&dir, BARS, None);
     assert!(
         poll(Duration::from_secs(10), || server

@@ -1,8 +1,8 @@
 //! A minimal SPICE client for the local-client tests: the link stage (with an RSA-OAEP ticket),
 //! message framing with exact-size reads, the main channel up to CHANNELS_LIST, a local display
 //! channel that receives GL_SCANOUT_UNIX with its dmabuf fd, and a remote display channel that
-//! counts stream frames. Plus a temporary directory, a read-only mapping of a received fd, and
-//! a guard for child processes.
+//! counts stream frames. Plus a read-only mapping of a received fd. The generic plumbing
+//! (temporary directories, child processes) is in `util`.
 #![allow(dead_code)]
 
 use std::ffi::c_void;
@@ -11,11 +11,8 @@ use std::mem::MaybeUninit;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rsa::pkcs8::DecodePublicKey;
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -579,126 +576,4 @@ impl Drop for Mapping {
 pub fn file_identity(fd: impl AsFd) -> (u64, u64) {
     let st = rustix::fs::fstat(fd).expect("fstat");
     (st.st_dev as u64, st.st_ino as u64)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test plumbing
-// ---------------------------------------------------------------------------------------------
-
-/// A temporary directory, removed on drop unless the test failed.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "glc-{tag}-{}-{}-{nanos:x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self { path }
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test files kept in {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// A child process that is terminated and reaped when the guard drops; its output goes to
-/// `<name>.stdout` / `<name>.stderr` in `dir`.
-pub struct ChildGuard {
-    name: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl ChildGuard {
-    pub fn spawn(name: &str, mut cmd: Command, dir: &TempDir) -> Self {
-        let stdout = dir.join(&format!("{name}.stdout"));
-        let stderr = dir.join(&format!("{name}.stderr"));
-        let file = |p: &Path| {
-            std::fs::File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(file(&stdout))
-            .stderr(file(&stderr));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Self {
-            name: name.into(),
-            child,
-            status: None,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits up to `timeout` for the child to exit.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.status.is_none() {
-                self.status = self.child.try_wait().expect("try_wait");
-            }
-            if self.status.is_some() || Instant::now() >= deadline {
-                return self.status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Both outputs (the end of stderr only), for failure messages.
-    pub fn logs(&self) -> String {
-        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let mut start = err.len().saturating_sub(8000);
-        while !err.is_char_boundary(start) {
-            start += 1;
-        }
-        format!(
-            "--- {n} stdout ---\n{out}\n--- {n} stderr ---\n{}",
-            &err[start..],
-            n = self.name
-        )
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            // SIGTERM first, so `timeout` passes it on to its child.
-            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            if self.wait_timeout(Duration::from_secs(3)).is_none() {
-                let _ = self.child.kill();
-            }
-            let _ = self.child.wait();
-        }
-    }
 }

@@ -1,18 +1,19 @@
 //! Helpers for the end-to-end tests that drive `spice-shim serve` with the real spice-gtk
-//! clients (spicy-screenshot, remote-viewer under Xvfb): test directories, child processes
-//! killed when the test ends, free TCP ports, the server launcher and its exit report, and a
-//! locator for the colour bars inside a screenshot of a whole X screen.
+//! clients (spicy-screenshot, remote-viewer under Xvfb): the server launcher and its exit
+//! report, and a locator for the colour bars inside a screenshot of a whole X screen. The
+//! generic plumbing (test directories, child processes, free ports) is in `util`, which the
+//! test binary must include too.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 use test_guest::{BARS, Image};
+
+use crate::util::{ChildGuard, TempDir, free_port, poll, port_open, tail};
 
 /// How long a spice-gtk client gets to produce its picture.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,218 +23,12 @@ pub const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const TOLERANCE: u8 = 48;
 
 // ---------------------------------------------------------------------------------------------
-// Test directories and child processes
-// ---------------------------------------------------------------------------------------------
-
-/// A directory for one test's files (process logs, screenshots). Removed when the test passes;
-/// kept, with its path printed, when it fails.
-pub struct TestDir {
-    path: PathBuf,
-}
-
-impl TestDir {
-    pub fn new(tag: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "spice-clients-{tag}-{}-{}-{nanos:x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test files kept in {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// A child process that is killed (SIGKILL) and reaped when the guard drops, so a failing
-/// test leaves nothing running. Its stdout and stderr go to `<name>.stdout` and
-/// `<name>.stderr` in the test directory unless the command already redirected them.
-pub struct Proc {
-    name: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    /// Starts `cmd` with stdin closed and its output sent to files in `dir`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: &TestDir) -> Self {
-        let stdout = dir.join(&format!("{name}.stdout"));
-        let stderr = dir.join(&format!("{name}.stderr"));
-        let file = |p: &Path| {
-            std::fs::File::create(p)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()))
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(file(&stdout))
-            .stderr(file(&stderr));
-        Self::spawn_configured(name, cmd, stdout, stderr)
-    }
-
-    /// Starts `cmd` whose standard streams the caller set up; `stdout`/`stderr` name the
-    /// files [`Proc::stdout`]/[`Proc::stderr`] read.
-    fn spawn_configured(name: &str, mut cmd: Command, stdout: PathBuf, stderr: PathBuf) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Self {
-            name: name.to_string(),
-            child,
-            status: None,
-            stdout,
-            stderr,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The exit status if the child has exited (it is reaped then).
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name));
-        }
-        self.status
-    }
-
-    /// Waits up to `timeout` for the child to exit.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `signal` if the child has not been reaped yet (so its pid cannot have been
-    /// reused). Returns whether it was sent.
-    pub fn signal(&mut self, signal: Signal) -> bool {
-        if self.try_wait().is_some() {
-            return false;
-        }
-        kill_process(Pid::from_child(&self.child), signal).is_ok()
-    }
-
-    /// Panics, with the child's output, if it has exited.
-    pub fn assert_running(&mut self, when: &str) {
-        if let Some(status) = self.try_wait() {
-            panic!("{} exited with {status} {when}\n{}", self.name, self.logs());
-        }
-    }
-
-    /// Kills the child (if it still runs) and reaps it.
-    pub fn kill(&mut self) {
-        if self.try_wait().is_none() {
-            let _ = self.child.kill();
-            self.status = self.child.wait().ok();
-        }
-    }
-
-    /// Everything the child wrote to stdout so far.
-    pub fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// Everything the child wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Both outputs (the end of stderr only), for failure messages.
-    pub fn logs(&self) -> String {
-        format!(
-            "--- {name} stdout ---\n{}\n--- {name} stderr ---\n{}",
-            self.stdout(),
-            tail(&self.stderr(), 6000),
-            name = self.name
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The last `max` bytes of `s` (on a character boundary).
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &s[start..])
-}
-
-/// Polls `cond` every 50 ms until it returns `Some` or `timeout` passes.
-pub fn poll<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's pick). Another
-/// process may still take it before the server binds it: [`Server::start`] retries then.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-pub fn port_open(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
-
-// ---------------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------------
 
 /// A running `spice-shim serve` on 127.0.0.1 (killed if the test fails).
 pub struct Server {
-    proc: Proc,
+    proc: ChildGuard,
     port: u16,
 }
 
@@ -241,7 +36,7 @@ impl Server {
     /// Starts `spice-shim serve --listen 127.0.0.1:<free port> <args>` with `SPICE_PASSWORD`
     /// set to `password` (or unset), and waits until it accepts TCP connections. A port taken
     /// meanwhile by someone else is retried with another one.
-    pub fn start(dir: &TestDir, args: &[&str], password: Option<&str>) -> Self {
+    pub fn start(dir: &TempDir, args: &[&str], password: Option<&str>) -> Self {
         let mut last = String::new();
         for attempt in 0..5 {
             let port = free_port();
@@ -259,7 +54,7 @@ impl Server {
             } else {
                 format!("server-{attempt}")
             };
-            let mut proc = Proc::spawn(&name, cmd, dir);
+            let mut proc = ChildGuard::spawn(&name, cmd, dir);
             let listening = format!("listening on spice://127.0.0.1:{port}");
             let ready = poll(SERVER_TIMEOUT, || {
                 if let Some(status) = proc.try_wait() {
@@ -555,7 +350,7 @@ impl Screenshot {
 /// Runs `spicy-screenshot -h 127.0.0.1 -p <port> [-w <password>] -o <dir>/<name>.ppm` against
 /// `server`, killed after [`CLIENT_TIMEOUT`].
 pub fn spicy_screenshot(
-    dir: &TestDir,
+    dir: &TempDir,
     name: &str,
     server: &Server,
     password: Option<&str>,
@@ -567,7 +362,7 @@ pub fn spicy_screenshot(
     if let Some(p) = password {
         cmd.args(["-w", p]);
     }
-    let mut proc = Proc::spawn(name, cmd, dir);
+    let mut proc = ChildGuard::spawn(name, cmd, dir);
     let status = proc.wait_timeout(CLIENT_TIMEOUT);
     proc.kill();
     Screenshot {
@@ -582,9 +377,9 @@ pub fn spicy_screenshot(
 // ---------------------------------------------------------------------------------------------
 
 /// A private X server (Xvfb) on a display number it picked itself (`-displayfd`), so tests
-/// running in parallel never collide.
+/// running in parallel never collide. Dropping it stops Xvfb with SIGTERM (SIGKILL after 5 s).
 pub struct Xvfb {
-    proc: Proc,
+    proc: ChildGuard,
     display: u32,
     // Kept open: Xvfb would get SIGPIPE if it wrote to a closed pipe.
     _pipe: ChildStdout,
@@ -594,7 +389,7 @@ impl Xvfb {
     pub const WIDTH: u32 = 1600;
     pub const HEIGHT: u32 = 1000;
 
-    pub fn start(dir: &TestDir) -> Self {
+    pub fn start(dir: &TempDir) -> Self {
         let stderr = dir.join("xvfb.stderr");
         let mut cmd = Command::new("Xvfb");
         cmd.args([
@@ -613,8 +408,8 @@ impl Xvfb {
             std::fs::File::create(&stderr)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display())),
         );
-        let mut proc = Proc::spawn_configured("xvfb", cmd, dir.join("xvfb.stdout"), stderr);
-        let pipe = proc.child.stdout.take().expect("Xvfb stdout pipe");
+        let mut proc = ChildGuard::spawn_configured("xvfb", cmd, dir.join("xvfb.stdout"), stderr);
+        let pipe = proc.take_stdout().expect("Xvfb stdout pipe");
         // Xvfb writes the display number once it accepts connections; read it on a thread so
         // that a hung Xvfb cannot hang the test.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -635,7 +430,9 @@ impl Xvfb {
             panic!("{} does not exist\n{}", socket.display(), proc.logs());
         }
         Self {
-            proc,
+            // SIGTERM first, so that Xvfb removes its socket and lock file; it is killed if it
+            // does not exit within 5 s.
+            proc: proc.sigterm_on_drop(Duration::from_secs(5)),
             display,
             _pipe: pipe,
         }
@@ -653,7 +450,7 @@ impl Xvfb {
     /// A command for a GTK program on this display: X11 backend, no pointer grab, no session
     /// bus, accessibility bridge or dconf (so nothing outside the test is touched), settings in
     /// `dir`.
-    pub fn command(&self, program: &str, dir: &TestDir) -> Command {
+    pub fn command(&self, program: &str, dir: &TempDir) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("DISPLAY", self.display())
             .env("GDK_BACKEND", "x11")
@@ -690,16 +487,6 @@ impl Xvfb {
             ));
         }
         test_guest::read_ppm(path).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
-impl Drop for Xvfb {
-    /// SIGTERM first, so that Xvfb removes its socket and lock file; the [`Proc`] guard kills
-    /// it if it does not exit within 5 s.
-    fn drop(&mut self) {
-        if self.proc.signal(Signal::TERM) {
-            self.proc.wait_timeout(Duration::from_secs(5));
-        }
     }
 }
 

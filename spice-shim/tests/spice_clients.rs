@@ -236,6 +236,73 @@ fn remote_viewer_under_xvfb_overlay() {
     remote_viewer_shows_bars(true);
 }
 
+/// Keyboard and mouse events from remote-viewer reach the server's inputs channel (logged at
+/// `GST_DEBUG=spice-shim:5`; the embedder's callback gets the same events): a click in the middle
+/// of the picture arrives as a position in scanout pixels plus press and release, a key as its
+/// PC scancodes.
+#[test]
+fn remote_viewer_sends_keyboard_and_mouse() {
+    let dir = TempDir::new("inputs");
+    let mut xvfb = Xvfb::start(&dir);
+    let mut server = Server::start_with_env(&dir, BARS, None, &[("GST_DEBUG", "spice-shim:5")]);
+    let mut viewer = start_remote_viewer(&xvfb, &server, &dir, false);
+    let found = wait_for_bars(&mut xvfb, &mut viewer, &mut server, &dir, "inputs");
+
+    // The middle of the picture, in screen and in scanout coordinates.
+    let (pw, ph) = (found.picture.width, found.picture.height);
+    let (sx, sy) = (found.x + pw / 2, found.y + ph / 2);
+    let (ex, ey) = (WIDTH / 2, HEIGHT / 2);
+    let xdotool = |args: &[&str]| {
+        let status = std::process::Command::new("xdotool")
+            .env("DISPLAY", xvfb.display())
+            .args(args)
+            .status()
+            .expect("xdotool runs");
+        assert!(status.success(), "xdotool {args:?}: {status}");
+    };
+    xdotool(&["mousemove", &sx.to_string(), &sy.to_string()]);
+    xdotool(&["click", "1"]);
+    xdotool(&["key", "a"]);
+
+    let wanted = [
+        "input MousePress { button: 1",
+        "input MouseRelease { button: 1",
+    ];
+    let got = poll(Duration::from_secs(20), || {
+        let log = server.stderr();
+        let key = log.contains("input KeyScancode([30, 158])")
+            || (log.contains("input KeyDown { code: 30") && log.contains("input KeyUp"));
+        (key && wanted.iter().all(|w| log.contains(w))).then_some(log)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the server did not get the click and the key\n{}",
+            server.logs()
+        )
+    });
+    // The last position before the press is the middle of the scanout (within the scaling error).
+    let press = got.find(wanted[0]).unwrap();
+    let before = &got[..press];
+    let pos = before
+        .rfind("input MousePosition { x: ")
+        .map(|i| &before[i + "input MousePosition { x: ".len()..])
+        .unwrap_or_else(|| panic!("no position before the press\n{}", server.logs()));
+    let nums: Vec<u32> = pos
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .take(2)
+        .collect();
+    let tol = 2 * WIDTH / pw.max(1) + 4;
+    assert!(
+        nums.len() == 2 && nums[0].abs_diff(ex) <= tol && nums[1].abs_diff(ey) <= tol,
+        "click at screen {sx},{sy} arrived as {nums:?}, expected about {ex},{ey}"
+    );
+
+    viewer.kill();
+    let exit = server.stop();
+    exit.assert_cookies_balanced(1);
+}
+
 #[test]
 fn password() {
     let dir = TempDir::new("password");

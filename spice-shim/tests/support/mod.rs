@@ -37,6 +37,16 @@ impl Server {
     /// set to `password` (or unset), and waits until it accepts TCP connections. A port taken
     /// meanwhile by someone else is retried with another one.
     pub fn start(dir: &TempDir, args: &[&str], password: Option<&str>) -> Self {
+        Self::start_with_env(dir, args, password, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (e.g. `GST_DEBUG`).
+    pub fn start_with_env(
+        dir: &TempDir,
+        args: &[&str],
+        password: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut last = String::new();
         for attempt in 0..5 {
             let port = free_port();
@@ -44,7 +54,8 @@ impl Server {
             cmd.arg("serve")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
-                .args(args);
+                .args(args)
+                .envs(envs.iter().copied());
             match password {
                 Some(p) => cmd.env("SPICE_PASSWORD", p),
                 None => cmd.env_remove("SPICE_PASSWORD"),

@@ -419,6 +419,12 @@ impl Encoder {
         self.configured_kbps
     }
 
+    /// The bitrate set last (the configured one until rate control changed it), kbit/s.
+    pub fn current_kbps(&self) -> Option<u32> {
+        self.configured_kbps
+            .map(|_| self.current_kbps.load(Ordering::Relaxed))
+    }
+
     /// Sets the encoder's target bitrate in kbit/s, if it has a known bitrate property.
     pub fn set_bitrate_kbps(&self, kbps: u32) {
         let Some(enc) = &self.enc else { return };

@@ -97,6 +97,8 @@ pub fn default_pipelines_dir() -> PathBuf {
 pub struct ShimStats {
     pub ledger: LedgerStats,
     pub encoded: Vec<(VideoCodec, u64)>,
+    /// Bitrate of each running encoder (kbit/s), as rate control set it.
+    pub bitrates: Vec<(VideoCodec, u32)>,
     pub clients: Vec<ClientStats>,
 }
 
@@ -769,19 +771,25 @@ impl Drop for Shim {
 fn stats_of(core: &Core) -> ShimStats {
     let mut encoded: HashMap<VideoCodec, u64> = core.encoded_total.lock().unwrap().clone();
     let mut clients = core.finished_clients.lock().unwrap().clone();
+    let mut bitrates = Vec::new();
     {
         let st = core.state.lock().unwrap();
         for (c, e) in &st.encoders {
             *encoded.entry(*c).or_default() += e.encoded();
+            if let Some(k) = e.current_kbps() {
+                bitrates.push((*c, k));
+            }
         }
         clients.extend(st.streams.values().map(|c| c.stats()));
     }
     clients.sort_by_key(|c| c.id);
     let mut encoded: Vec<_> = encoded.into_iter().collect();
     encoded.sort_by_key(|(c, _)| c.to_u8());
+    bitrates.sort_by_key(|(c, _)| c.to_u8());
     ShimStats {
         ledger: core.ledger.stats(),
         encoded,
+        bitrates,
         clients,
     }
 }

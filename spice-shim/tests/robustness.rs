@@ -202,6 +202,21 @@ fn a_client_that_stops_reading_stalls_nobody() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Rate control: the stalled client's overflows lowered the shared encoder's bitrate below
+    // the 60000 kbit/s of the pipeline file.
+    let lowered = util::poll(Duration::from_secs(30), || {
+        let stats = shim.stats();
+        stats
+            .bitrates
+            .iter()
+            .find(|(c, k)| *c == spice_shim::proto::VideoCodec::H264 && *k < 60000)
+            .map(|(_, k)| *k)
+    });
+    assert!(
+        lowered.is_some(),
+        "the h264 bitrate was not lowered: {:?}",
+        shim.stats().bitrates
+    );
     // The host is not held back: its cookies keep coming while the client is stalled.
     let before = host.drawn.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(2));

@@ -359,7 +359,7 @@ fn run_stream(
     core.detach_stream(&client);
     outbox.close();
     core.state.lock().unwrap().streams.remove(&id);
-    core.finished_clients.lock().unwrap().push(client.stats());
+    core.record_finished(client.stats());
 }
 
 // ----- local clients: the dmabuf itself ---------------------------------------------------------

@@ -27,6 +27,12 @@ use crate::proto::consts::{channel_type, link_err};
 use crate::proto::{InputEvent, LinkMess, VideoCodec};
 use crate::ticket::TicketKey;
 
+/// Departed clients whose counters are kept for the exit report.
+const MAX_FINISHED: usize = 256;
+/// Connections served at once; more are closed at accept (a connection flood must not exhaust
+/// threads).
+const MAX_CONNECTIONS: usize = 128;
+
 /// Callback for keyboard and mouse events from the inputs channel.
 pub type InputFn = Arc<dyn Fn(&InputEvent) + Send + Sync>;
 
@@ -163,6 +169,8 @@ pub(crate) struct Core {
     pub finished_clients: Mutex<Vec<ClientStats>>,
     encoded_total: Mutex<HashMap<VideoCodec, u64>>,
     conns: Mutex<HashMap<u64, Conn>>,
+    /// Connections being served (link stage included).
+    active: std::sync::atomic::AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -325,6 +333,15 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Keeps the counters of a client that left (the last [`MAX_FINISHED`] of them).
+    pub fn record_finished(&self, stats: ClientStats) {
+        let mut f = self.finished_clients.lock().unwrap();
+        if f.len() >= MAX_FINISHED {
+            f.remove(0);
+        }
+        f.push(stats);
     }
 
     /// Runs the `codec` encoder at the smallest bitrate target among its clients.
@@ -559,6 +576,7 @@ impl Shim {
             finished_clients: Mutex::default(),
             encoded_total: Mutex::default(),
             conns: Mutex::default(),
+            active: std::sync::atomic::AtomicUsize::new(0),
             threads: Mutex::default(),
         });
 
@@ -802,8 +820,19 @@ fn accept_loop(core: Weak<Core>, accept: impl Fn() -> std::io::Result<Conn>) {
         }
         match accept() {
             Ok(conn) => {
+                if c.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    c.active.fetch_sub(1, Ordering::AcqRel);
+                    log::warn(&format!(
+                        "{}: refused, {MAX_CONNECTIONS} connections already served",
+                        conn.peer()
+                    ));
+                    continue;
+                }
                 let core2 = c.clone();
-                c.spawn("shim-conn", move || core2.handle_connection(conn));
+                c.spawn("shim-conn", move || {
+                    core2.clone().handle_connection(conn);
+                    core2.active.fetch_sub(1, Ordering::AcqRel);
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 drop(c);

@@ -93,6 +93,11 @@ typedef void (*SpiceShimAsyncComplete)(void *opaque, uint64_t cookie);
  *   disable-ticketing=on|off  "on": no password (any client may connect); cannot be combined
  *                         with a password. Without a password and without this option, any
  *                         client may connect too, and a warning is logged.
+ *   mm-latency=MS         how far behind the server's clock clients schedule frames (default
+ *                         150). spice-gtk shows each frame at its time stamp, so this is the
+ *                         display delay it adds; MJPEG frames that arrive later are dropped.
+ *   gl-draw-timeout=MS    how long a local GL client may take to answer a draw before it is
+ *                         treated as gone and the cookie returns (default 1000).
  *
  * Returns: the new server, or NULL on error (unknown option, bad value, no usable codec,
  * address in use, …); spice_shim_last_error() then says why, e.g. "unknown option 'foo'" or

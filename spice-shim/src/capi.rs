@@ -225,6 +225,8 @@ fn parse_options(options: &str) -> Result<Config, String> {
     let mut password: Option<String> = None;
     let mut password_source: Option<&'static str> = None;
     let mut disable_ticketing = false;
+    let mut mm_latency: Option<u32> = None;
+    let mut gl_timeout: Option<u32> = None;
 
     for item in split_options(options) {
         let (key, value) = match item.split_once('=') {
@@ -261,6 +263,21 @@ fn parse_options(options: &str) -> Result<Config, String> {
             }
             "video-codecs" | "video-codec" => codecs = Some(parse_video_codecs(&need(value)?)?),
             "pipelines" => pipelines = Some(PathBuf::from(need(value)?)),
+            "mm-latency" | "gl-draw-timeout" => {
+                let v = need(value)?;
+                let ms = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|ms| (1..=10_000).contains(ms))
+                    .ok_or_else(|| {
+                        format!("bad value for {key}: '{v}' (expected milliseconds, 1..10000)")
+                    })?;
+                if key == "mm-latency" {
+                    mm_latency = Some(ms);
+                } else {
+                    gl_timeout = Some(ms);
+                }
+            }
             "password-file" => {
                 password = Some(read_password_file(&need(value)?)?);
                 password_source = Some("password-file");
@@ -315,6 +332,10 @@ fn parse_options(options: &str) -> Result<Config, String> {
         codecs: codecs.unwrap_or(defaults.codecs),
         pipelines_dir: pipelines.unwrap_or_else(default_pipelines),
         password: if disable_ticketing { None } else { password },
+        mm_latency_ms: mm_latency.unwrap_or(defaults.mm_latency_ms),
+        gl_done_timeout: gl_timeout
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
+            .unwrap_or(defaults.gl_done_timeout),
         ..defaults
     })
 }
@@ -975,6 +996,13 @@ mod tests {
         assert_eq!(
             parse_options("video-codec=vp9").unwrap().codecs,
             [VideoCodec::Vp9]
+        );
+        let c = parse_options("mm-latency=40,gl-draw-timeout=250").unwrap();
+        assert_eq!(c.mm_latency_ms, 40);
+        assert_eq!(c.gl_done_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(
+            parse_options("mm-latency=0").unwrap_err(),
+            "bad value for mm-latency: '0' (expected milliseconds, 1..10000)"
         );
         // unix only, unix + tcp, QEMU's unix=on,addr=PATH.
         let c = parse_options("unix=/tmp/s").unwrap();

@@ -331,6 +331,11 @@ impl Encoder {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// The frame counter itself (still counting until the pipeline stopped).
+    pub fn encoded_counter(&self) -> Arc<AtomicU64> {
+        self.encoded.clone()
+    }
+
     /// Frames encoded so far.
     pub fn encoded(&self) -> u64 {
         self.encoded.load(Ordering::Relaxed)

@@ -45,6 +45,10 @@ pub struct ServeOptions {
     /// Stop drawing after this many frames (0 = never); the last picture stays on show.
     #[arg(long, default_value_t = 0)]
     pub frames: u64,
+    /// Client display delay in ms: clients show each frame this long after it was sent
+    /// (MJPEG frames arriving later are dropped).
+    #[arg(long, default_value_t = 150)]
+    pub mm_latency: u32,
     /// Exit after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,

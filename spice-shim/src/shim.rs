@@ -361,12 +361,14 @@ impl Core {
         }
     }
 
-    /// Stops an encoder outside the state lock and counts its frames.
+    /// Stops an encoder outside the state lock and counts its frames (those finished while it
+    /// stopped included).
     pub fn retire_encoder(&self, enc: Arc<Encoder>) {
         let codec = enc.codec();
-        let n = enc.encoded();
+        let counter = enc.encoded_counter();
         drop(enc);
-        *self.encoded_total.lock().unwrap().entry(codec).or_default() += n;
+        *self.encoded_total.lock().unwrap().entry(codec).or_default() +=
+            counter.load(Ordering::Relaxed);
     }
 
     fn register_conn(&self, id: u64, conn: &Conn) {

@@ -15,6 +15,7 @@
 //! `Config::mm_latency_ms` (150 ms by default) behind its own: that scheduling delay comes on
 //! top.
 
+mod common;
 #[path = "../tests/glclient/mod.rs"]
 mod glclient;
 
@@ -23,7 +24,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use gst::prelude::*;
@@ -36,6 +37,7 @@ use spice_shim::proto::msg_type::server::display as msg;
 use spice_shim::{Config, Shim, ShimStats};
 use test_guest::{ChannelOrder, Guest, Pattern, read_counter};
 
+use common::{TICK, load_average, machine_busy, nproc, proc_line, utc_now};
 use glclient::{Next, display_channel, main_channel};
 
 const COMMAND: &str = "cargo bench -p spice-shim --bench e2e";
@@ -123,9 +125,6 @@ const QUICK: Timing = Timing {
 // ---------------------------------------------------------------------------------------------
 // Machine description and CPU time.
 
-/// /proc times are in USER_HZ, which is 100 on Linux.
-const TICK: Duration = Duration::from_millis(10);
-
 /// utime + stime of a `/proc/.../stat` line.
 fn stat_cpu(stat: &str) -> Duration {
     // Fields after the command name (which is in parentheses and may contain spaces).
@@ -172,67 +171,6 @@ fn thread_cpu() -> HashMap<u32, (String, Duration)> {
         out.insert(tid, (comm.trim().to_string(), Duration::from_nanos(ns)));
     }
     out
-}
-
-/// CPU time all processes of the machine spent busy (not idle or iowait), from `/proc/stat`.
-fn machine_busy() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or("");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy = [0usize, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| v.get(i).copied().unwrap_or(0))
-        .sum::<u64>();
-    TICK * busy as u32
-}
-
-fn nproc() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn proc_line(path: &str, key: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
-/// `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// The first three fields of `/proc/loadavg`.
-fn load_average() -> String {
-    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let v: Vec<&str> = l.split_whitespace().take(3).collect();
-    format!("load average {} (1, 5, 15 min)", v.join(" "))
 }
 
 fn print_header(quick: bool, timing: Timing) {

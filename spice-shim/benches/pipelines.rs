@@ -7,17 +7,21 @@
 //! with `PIPELINES_BENCH_QUICK=1` it runs every case briefly, as a smoke test.
 //! `PIPELINES_BENCH_PARTS=2` and `PIPELINES_BENCH_CODECS=h264,vp8` select what runs.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstspicedmabuf::{DrawRelease, DrawStatus, Plane, Rect, Scanout, ScanoutInfo, SpiceDmabufSrc};
+use gstspicedmabuf::{DrawRelease, DrawStatus, Rect, Scanout, SpiceDmabufSrc};
 use spice_shim::encoder::read_pipeline;
 use spice_shim::proto::codec::VideoCodec;
 use test_guest::{GuestBuffer, Pattern, render};
+
+use common::{TICK, load_average, machine_busy, nproc, proc_line, utc_now};
 
 const COMMAND: &str = "cargo bench -p spice-shim --bench pipelines";
 const RING: usize = 3;
@@ -66,9 +70,6 @@ const QUICK: Scale = Scale {
 // ---------------------------------------------------------------------------------------------
 // Machine description and CPU time.
 
-/// /proc times are in USER_HZ, which is 100 on Linux.
-const TICK: Duration = Duration::from_millis(10);
-
 /// CPU time (user + system) and minor page faults of the whole process, from `/proc/self/stat`.
 fn process_stat() -> (Duration, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -83,67 +84,6 @@ fn process_stat() -> (Duration, u64) {
             .unwrap_or(0)
     };
     (TICK * (num(11) + num(12)) as u32, num(7))
-}
-
-/// CPU time all processes of the machine spent busy (not idle or iowait), from `/proc/stat`.
-fn machine_busy() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or("");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy = [0usize, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| v.get(i).copied().unwrap_or(0))
-        .sum::<u64>();
-    TICK * busy as u32
-}
-
-fn nproc() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn proc_line(path: &str, key: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
-/// `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// The first three fields of `/proc/loadavg`.
-fn load_average() -> String {
-    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let v: Vec<&str> = l.split_whitespace().take(3).collect();
-    format!("load average {} (1, 5, 15 min)", v.join(" "))
 }
 
 fn print_header(quick: bool) {
@@ -425,25 +365,6 @@ fn guest_ring(width: u32, height: u32, stride: u32) -> Vec<GuestBuffer> {
         .collect()
 }
 
-fn scanout_info(b: &GuestBuffer) -> ScanoutInfo {
-    ScanoutInfo {
-        width: b.width(),
-        height: b.height(),
-        fourcc: b.fourcc(),
-        modifier: 0,
-        y0_top: true,
-        planes: b
-            .planes()
-            .iter()
-            .map(|p| Plane {
-                fd_index: 0,
-                offset: p.offset,
-                stride: p.stride,
-            })
-            .collect(),
-    }
-}
-
 /// The host: for every frame it takes a free ring buffer (one whose release fired), optionally
 /// renders into it, announces it as the scanout (as `gl_scanout` does on every buffer flip) and
 /// pushes a full-frame draw.
@@ -518,7 +439,8 @@ fn spawn_shim_producer(
                 }
             }
             let fd = bufs[idx].dup_fd().expect("dup");
-            let scanout = Scanout::new(scanout_info(&bufs[idx]), vec![fd]).expect("scanout");
+            let scanout = Scanout::new(spice_shim::guest::scanout_info(&bufs[idx]), vec![fd])
+                .expect("scanout");
             src.push_scanout(Some(Arc::new(scanout)));
             if feed.record {
                 ring.push_times.lock().unwrap().push(Instant::now());

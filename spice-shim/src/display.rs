@@ -375,6 +375,15 @@ struct GlState {
     closed: bool,
 }
 
+/// GL_SCANOUT_UNIX with fourcc 0: no scanout (and no fd follows).
+const GL_SCANOUT_DISABLED: GlScanoutUnix = GlScanoutUnix {
+    width: 0,
+    height: 0,
+    stride: 0,
+    drm_fourcc_format: 0,
+    flags: 0,
+};
+
 /// A local client that imports the scanout dmabuf (GL_SCANOUT_UNIX + GL_DRAW).
 pub struct GlClient {
     peer: String,
@@ -426,22 +435,10 @@ impl GlClient {
                     s.info().planes.len(),
                     s.info().planes[0].offset
                 ));
-                self.outbox.send(&GlScanoutUnix {
-                    width: 0,
-                    height: 0,
-                    stride: 0,
-                    drm_fourcc_format: 0,
-                    flags: 0,
-                });
+                self.outbox.send(&GL_SCANOUT_DISABLED);
             }
             None => {
-                self.outbox.send(&GlScanoutUnix {
-                    width: 0,
-                    height: 0,
-                    stride: 0,
-                    drm_fourcc_format: 0,
-                    flags: 0,
-                });
+                self.outbox.send(&GL_SCANOUT_DISABLED);
             }
         }
     }

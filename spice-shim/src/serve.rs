@@ -49,6 +49,10 @@ pub struct ServeOptions {
     /// (MJPEG frames arriving later are dropped).
     #[arg(long, default_value_t = 150)]
     pub mm_latency: u32,
+    /// Store frames bottom-up, as a GL renderer does (scanouts announced with y0_top false);
+    /// clients must still show them upright.
+    #[arg(long)]
+    pub bottom_up: bool,
     /// Exit after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
@@ -111,9 +115,10 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
     ));
 
-    let guest = Arc::new(Mutex::new(
-        Guest::new(width, height, None, pattern, 3).context("creating the guest buffers")?,
-    ));
+    let mut ring =
+        Guest::new(width, height, None, pattern, 3).context("creating the guest buffers")?;
+    ring.set_bottom_up(opts.bottom_up);
+    let guest = Arc::new(Mutex::new(ring));
     let started = Instant::now();
     let period = Duration::from_secs_f64(1.0 / f64::from(opts.fps));
     let mut next_tick = Instant::now();
@@ -148,7 +153,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         g.render_into(idx, frame_no)?;
         if current != Some(idx) {
             let buf = g.buffer(idx).expect("index from next_free");
-            let info = crate::guest::scanout_info(buf);
+            let mut info = crate::guest::scanout_info(buf);
+            info.y0_top = !opts.bottom_up;
             shim.gl_scanout(Some(info), vec![buf.dup_fd()?])?;
             current = Some(idx);
         }

@@ -303,6 +303,24 @@ fn remote_viewer_sends_keyboard_and_mouse() {
     exit.assert_cookies_balanced(1);
 }
 
+/// A GL-style guest stores its frames bottom-up (y0_top false): the shim leaves TOP_DOWN off in
+/// STREAM_CREATE and the client turns the picture upright, with no CPU flip on the server.
+#[test]
+fn bottom_up_guest_reaches_the_client_upright() {
+    let dir = TempDir::new("bottom-up");
+    let mut args = BARS.to_vec();
+    args.push("--bottom-up");
+    let server = Server::start(&dir, &args, None);
+    spicy_screenshot(&dir, "shot", &server, None).expect_bars(WIDTH, HEIGHT);
+    let exit = server.stop();
+    assert!(
+        exit.stderr.contains("(bottom-up)"),
+        "the stream was not created for a bottom-up scanout\n{}",
+        exit.report()
+    );
+    exit.assert_cookies_balanced(1);
+}
+
 #[test]
 fn password() {
     let dir = TempDir::new("password");

@@ -248,6 +248,27 @@ impl GuestBuffer {
     }
 }
 
+impl GuestBuffer {
+    /// Turns the image upside down in place (XRGB8888 only): row 0 becomes the bottom row, as a
+    /// GL renderer stores frames (`y0_top` false).
+    pub fn flip_rows(&mut self) {
+        if self.format() != Format::Xrgb8888 {
+            return;
+        }
+        let (h, stride, offset) = (
+            self.height() as usize,
+            self.stride() as usize,
+            self.offset() as usize,
+        );
+        let row = self.width() as usize * 4;
+        let pixels = &mut self.pixels_mut()[offset..];
+        for y in 0..h / 2 {
+            let (top, bottom) = pixels.split_at_mut((h - 1 - y) * stride);
+            top[y * stride..y * stride + row].swap_with_slice(&mut bottom[..row]);
+        }
+    }
+}
+
 impl Drop for GuestBuffer {
     fn drop(&mut self) {
         // SAFETY: `map`/`size` describe the mapping created in `allocate`, which nothing else

@@ -18,6 +18,7 @@ pub struct Guest {
     busy: Vec<Option<u64>>,
     pattern: Pattern,
     last: usize,
+    bottom_up: bool,
 }
 
 impl Guest {
@@ -57,6 +58,7 @@ impl Guest {
             last: buffers.len() - 1,
             buffers,
             pattern,
+            bottom_up: false,
         })
     }
 
@@ -110,11 +112,26 @@ impl Guest {
         }
     }
 
-    /// Draws frame `frame_no` of the pattern into free buffer `index`.
+    /// Draws frame `frame_no` of the pattern into free buffer `index` (upside down if
+    /// [`set_bottom_up`](Self::set_bottom_up) is on).
     pub fn render_into(&mut self, index: usize, frame_no: u64) -> Result<()> {
         self.check_free(index)?;
         render(self.pattern, frame_no, &mut self.buffers[index]);
+        if self.bottom_up {
+            self.buffers[index].flip_rows();
+        }
         Ok(())
+    }
+
+    /// Stores frames bottom-up (row 0 is the bottom of the picture), as a GL renderer does;
+    /// the host must then announce its scanouts with `y0_top` false.
+    pub fn set_bottom_up(&mut self, on: bool) {
+        self.bottom_up = on;
+    }
+
+    /// Whether frames are stored bottom-up.
+    pub fn bottom_up(&self) -> bool {
+        self.bottom_up
     }
 
     /// Marks free buffer `index` as in use by draw `draw_id` until [`release`](Self::release).
@@ -148,6 +165,21 @@ impl Guest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bottom_up_frames_are_the_upright_ones_flipped() {
+        let mut up = super::Guest::new(64, 48, Some(320), super::Pattern::Bars, 1).unwrap();
+        let mut down = super::Guest::new(64, 48, Some(320), super::Pattern::Bars, 1).unwrap();
+        down.set_bottom_up(true);
+        up.render_into(0, 5).unwrap();
+        down.render_into(0, 5).unwrap();
+        let (a, b) = (up.buffer(0).unwrap(), down.buffer(0).unwrap());
+        for y in 0..48usize {
+            let row =
+                |buf: &crate::GuestBuffer, y: usize| buf.pixels()[y * 320..y * 320 + 256].to_vec();
+            assert_eq!(row(a, y), row(b, 47 - y), "row {y}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -10,4 +10,5 @@ bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --release --workspace
-cargo test --release --workspace -- --test-threads=2
+# A hung test fails the run after 25 minutes instead of holding CI until its limit.
+timeout --kill-after=30 1500 cargo test --release --workspace -- --test-threads=2

@@ -353,3 +353,46 @@ fn malformed_input_is_refused_and_others_keep_working() {
     drop(main);
     finish(shim, &returned);
 }
+
+/// A client without MULTI_CODEC (older spice-gtk) is not disconnected, as upstream does: it gets
+/// MJPEG, one baseline JPEG per frame, and its frames' cookies come back like any other.
+#[test]
+fn a_client_without_multi_codec_gets_mjpeg() {
+    let (shim, addr, done, returned) = start(config());
+    let mut host = Host::start(shim.clone(), done, 320, 240, 30);
+    let main = main_channel(TcpStream::connect(addr).unwrap()).unwrap();
+    let caps = Caps::from_bits(&[display_cap::MONITORS_CONFIG, display_cap::CODEC_MJPEG]);
+    let mut display =
+        display_channel(TcpStream::connect(addr).unwrap(), main.session_id, caps).unwrap();
+    let mut codec = None;
+    let mut jpeg = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(codec.is_some() && jpeg) && Instant::now() < deadline {
+        match display.chan.next_raw(Duration::from_secs(5)).unwrap() {
+            glclient::Next::Msg((122, body)) => codec = Some(body[9]),
+            glclient::Next::Msg((123, body)) => {
+                // id, mm_time, data_size, then a JPEG: SOI marker.
+                assert!(
+                    u32::from_le_bytes(body[4..8].try_into().unwrap()) != 0,
+                    "mm_time 0"
+                );
+                jpeg = body.len() > 14 && body[12..14] == [0xff, 0xd8];
+            }
+            glclient::Next::Msg(_) => {}
+            other => panic!("display channel ended: {other:?}"),
+        }
+    }
+    assert_eq!(codec, Some(1), "STREAM_CREATE codec (1 = MJPEG)");
+    assert!(jpeg, "no JPEG frame received");
+    host.stop();
+    drop(display);
+    drop(main);
+    let stats = finish(shim, &returned);
+    assert!(
+        stats
+            .encoded
+            .iter()
+            .any(|(c, n)| *c == spice_shim::proto::VideoCodec::Mjpeg && *n > 0),
+        "{stats}"
+    );
+}

@@ -37,7 +37,7 @@ use spice_shim::proto::msg_type::server::display as msg;
 use spice_shim::{Config, Shim, ShimStats};
 use test_guest::{ChannelOrder, Guest, Pattern, read_counter};
 
-use common::{TICK, load_average, machine_busy, nproc, proc_line, utc_now};
+use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
 use glclient::{Next, display_channel, main_channel};
 
 const COMMAND: &str = "cargo bench -p spice-shim --bench e2e";
@@ -127,17 +127,7 @@ const QUICK: Timing = Timing {
 
 /// utime + stime of a `/proc/.../stat` line.
 fn stat_cpu(stat: &str) -> Duration {
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]: utime is field 14, stime field 15.
-    let num = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    TICK * (num(11) + num(12)) as u32
+    stat_cpu_faults(stat).0
 }
 
 /// CPU time (user + system) of the whole process.

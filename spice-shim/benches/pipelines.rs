@@ -21,7 +21,7 @@ use spice_shim::encoder::read_pipeline;
 use spice_shim::proto::codec::VideoCodec;
 use test_guest::{GuestBuffer, Pattern, render};
 
-use common::{TICK, load_average, machine_busy, nproc, proc_line, utc_now};
+use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
 
 const COMMAND: &str = "cargo bench -p spice-shim --bench pipelines";
 const RING: usize = 3;
@@ -72,18 +72,7 @@ const QUICK: Scale = Scale {
 
 /// CPU time (user + system) and minor page faults of the whole process, from `/proc/self/stat`.
 fn process_stat() -> (Duration, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]: minflt is field 10, utime field 14, stime field 15.
-    let num = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (TICK * (num(11) + num(12)) as u32, num(7))
+    stat_cpu_faults(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
 fn print_header(quick: bool) {

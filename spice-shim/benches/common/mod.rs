@@ -7,6 +7,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// /proc times are in USER_HZ, which is 100 on Linux.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// utime + stime and minor page faults of a `/proc/.../stat` line.
+pub fn stat_cpu_faults(stat: &str) -> (Duration, u64) {
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]: minflt is field 10, utime field 14, stime field 15.
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (TICK * (num(11) + num(12)) as u32, num(7))
+}
+
 /// CPU time all processes of the machine spent busy (not idle or iowait), from `/proc/stat`.
 pub fn machine_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();

@@ -14,6 +14,7 @@
 //! Nothing is skipped: gcc, g++, nm, pkg-config, valgrind and spicy-screenshot must be installed
 //! (`scripts/install-deps.sh`).
 
+#[path = "../../cli/tests/util/mod.rs"]
 mod util;
 
 use std::io::{BufRead, BufReader, Write};

@@ -30,11 +30,11 @@ use anyhow::{Context, anyhow, bail};
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstspicedmabuf::Rect;
-use spice_shim::proto::Caps;
-use spice_shim::proto::VideoCodec;
-use spice_shim::proto::caps::display_cap;
-use spice_shim::proto::msg_type::server::display as msg;
-use spice_shim::{Config, Shim, ShimStats};
+use spice_shim_core::proto::Caps;
+use spice_shim_core::proto::VideoCodec;
+use spice_shim_core::proto::caps::display_cap;
+use spice_shim_core::proto::msg_type::server::display as msg;
+use spice_shim_core::{Config, Shim, ShimStats};
 use test_guest::{ChannelOrder, Guest, Pattern, read_counter};
 
 use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
@@ -568,7 +568,7 @@ fn run_case(case: Case, timing: Timing) -> anyhow::Result<CaseResult> {
         if current != Some(idx) {
             let buf = guest.buffer(idx).expect("index from next_free");
             shim.gl_scanout(
-                Some(spice_shim::guest::scanout_info(buf)),
+                Some(spice_shim_cli::guest::scanout_info(buf)),
                 vec![buf.dup_fd()?],
             )?;
             current = Some(idx);

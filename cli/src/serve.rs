@@ -4,7 +4,6 @@
 //! `gl_scanout` when it switches buffers and `gl_draw` with a cookie per frame, and reuses a
 //! buffer only after that buffer's cookie came back.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -14,25 +13,16 @@ use gstspicedmabuf::Rect;
 use test_guest::{Guest, Pattern};
 
 use crate::feed::parse_size;
-use crate::log;
-use crate::proto::VideoCodec;
-use crate::shim::{Config, Shim, default_pipelines_dir};
+use spice_shim_core::Shim;
+use spice_shim_core::log;
+
+use crate::server_args::ServerArgs;
 
 /// Options of `spice-shim serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeOptions {
-    /// TCP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:5930")]
-    pub listen: String,
-    /// Also listen on this unix socket (local clients get the dmabuf itself).
-    #[arg(long)]
-    pub unix: Option<PathBuf>,
-    /// Video codecs in order of preference.
-    #[arg(long, default_value = "h264,vp8,mjpeg")]
-    pub video_codecs: String,
-    /// Directory holding `<codec>.pipeline` files [default: the project's pipelines/].
-    #[arg(long)]
-    pub pipelines: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Test pattern: bars, counter or solid:RRGGBB.
     #[arg(long, default_value = "bars")]
     pub pattern: String,
@@ -45,10 +35,6 @@ pub struct ServeOptions {
     /// Stop drawing after this many frames (0 = never); the last picture stays on show.
     #[arg(long, default_value_t = 0)]
     pub frames: u64,
-    /// Client display delay in ms: clients show each frame this long after it was sent
-    /// (MJPEG frames arriving later are dropped).
-    #[arg(long, default_value_t = 150)]
-    pub mm_latency: u32,
     /// Store frames bottom-up, as a GL renderer does (scanouts announced with y0_top false);
     /// clients must still show them upright.
     #[arg(long)]
@@ -56,18 +42,6 @@ pub struct ServeOptions {
     /// Exit after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
-}
-
-/// Parses a codec list such as `h264,vp8` or `h264:vp8`.
-pub fn parse_codecs(s: &str) -> anyhow::Result<Vec<VideoCodec>> {
-    s.split([',', ':'])
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| {
-            c.trim()
-                .parse::<VideoCodec>()
-                .map_err(|e| anyhow::anyhow!("{e} (known: mjpeg, vp8, h264, vp9, h265)"))
-        })
-        .collect()
 }
 
 /// Runs the server and the guest until interrupted or `--duration` elapsed; prints the counters.
@@ -78,20 +52,10 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .pattern
         .parse()
         .map_err(|e| anyhow::anyhow!("--pattern: {e}"))?;
-    let codecs = parse_codecs(&opts.video_codecs)?;
     if opts.fps == 0 || opts.fps > 240 {
         anyhow::bail!("--fps must be 1..=240");
     }
-    let config = Config {
-        tcp: Some(opts.listen.clone()),
-        unix: opts.unix.clone(),
-        codecs,
-        pipelines_dir: opts.pipelines.clone().unwrap_or_else(default_pipelines_dir),
-        password: std::env::var("SPICE_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty()),
-        ..Config::default()
-    };
+    let config = opts.server.to_config()?;
 
     let (done_tx, done_rx) = mpsc::channel::<u64>();
     let shim = Shim::start(

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use glclient::{display_channel, main_channel};
 use gstspicedmabuf::Rect;
-use spice_shim::proto::caps::display_cap;
-use spice_shim::proto::consts::{channel_type, link_err};
-use spice_shim::proto::{Caps, LinkMess};
-use spice_shim::{Config, Shim};
+use spice_shim_core::proto::caps::display_cap;
+use spice_shim_core::proto::consts::{channel_type, link_err};
+use spice_shim_core::proto::{Caps, LinkMess};
+use spice_shim_core::{Config, Shim};
 use test_guest::{Guest, Pattern};
 use util::{ChildGuard, TempDir};
 
@@ -58,7 +58,7 @@ impl Host {
                     guest.render_into(idx, cookie).unwrap();
                     if current != Some(idx) {
                         let buf = guest.buffer(idx).unwrap();
-                        let info = spice_shim::guest::scanout_info(buf);
+                        let info = spice_shim_cli::guest::scanout_info(buf);
                         shim.gl_scanout(Some(info), vec![buf.dup_fd().unwrap()])
                             .unwrap();
                         current = Some(idx);
@@ -136,7 +136,7 @@ fn screenshot(addr: SocketAddr, dir: &TempDir, name: &str) -> test_guest::Image 
     test_guest::read_ppm(&out).expect("a PPM")
 }
 
-fn finish(shim: Arc<Shim>, returned: &Returned) -> spice_shim::ShimStats {
+fn finish(shim: Arc<Shim>, returned: &Returned) -> spice_shim_core::ShimStats {
     let shim = Arc::try_unwrap(shim)
         .ok()
         .expect("the host let go of the shim");
@@ -175,7 +175,7 @@ fn a_client_that_stops_reading_stalls_nobody() {
     std::fs::write(dir.join("h264.pipeline"), text).unwrap();
     let (shim, addr, done, returned) = start(Config {
         pipelines_dir: dir.path().to_path_buf(),
-        codecs: vec![spice_shim::proto::VideoCodec::H264],
+        codecs: vec![spice_shim_core::proto::VideoCodec::H264],
         max_queued_frames: 4,
         ..config()
     });
@@ -209,7 +209,7 @@ fn a_client_that_stops_reading_stalls_nobody() {
         stats
             .bitrates
             .iter()
-            .find(|(c, k)| *c == spice_shim::proto::VideoCodec::H264 && *k < 60000)
+            .find(|(c, k)| *c == spice_shim_core::proto::VideoCodec::H264 && *k < 60000)
             .map(|(_, k)| *k)
     });
     assert!(
@@ -396,7 +396,7 @@ fn a_client_without_multi_codec_gets_mjpeg() {
         stats
             .encoded
             .iter()
-            .any(|(c, n)| *c == spice_shim::proto::VideoCodec::Mjpeg && *n > 0),
+            .any(|(c, n)| *c == spice_shim_core::proto::VideoCodec::Mjpeg && *n > 0),
         "{stats}"
     );
 }

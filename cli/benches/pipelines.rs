@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstspicedmabuf::{DrawRelease, DrawStatus, Rect, Scanout, SpiceDmabufSrc};
-use spice_shim::encoder::read_pipeline;
-use spice_shim::proto::codec::VideoCodec;
+use spice_shim_core::encoder::read_pipeline;
+use spice_shim_core::proto::codec::VideoCodec;
 use test_guest::{GuestBuffer, Pattern, render};
 
 use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
@@ -428,7 +428,7 @@ fn spawn_shim_producer(
                 }
             }
             let fd = bufs[idx].dup_fd().expect("dup");
-            let scanout = Scanout::new(spice_shim::guest::scanout_info(&bufs[idx]), vec![fd])
+            let scanout = Scanout::new(spice_shim_cli::guest::scanout_info(&bufs[idx]), vec![fd])
                 .expect("scanout");
             src.push_scanout(Some(Arc::new(scanout)));
             if feed.record {

@@ -1,8 +1,10 @@
-//! `spice-shim`: serve a test guest to SPICE clients, or feed a `spicedmabufsrc socket-path=…`.
+//! `spice-shim`: serve a test guest or a QEMU to SPICE clients, or feed a
+//! `spicedmabufsrc socket-path=…`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use spice_shim_cli::{feed, qemu, serve};
 
 #[derive(Parser)]
 #[command(
@@ -18,16 +20,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a SPICE server fed by the built-in animated test guest.
-    Serve(spice_shim::serve::ServeOptions),
+    Serve(serve::ServeOptions),
+    /// Serve a running QEMU's display (`-display dbus`) to SPICE clients.
+    Qemu(qemu::QemuOptions),
     /// Send the test guest to a `spicedmabufsrc socket-path=PATH` element.
-    Feed(spice_shim::feed::FeedOptions),
+    Feed(feed::FeedOptions),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(opts) => spice_shim::serve::run(opts),
-        Command::Feed(opts) => spice_shim::feed::run(opts).map(|report| {
+        Command::Serve(opts) => serve::run(opts),
+        Command::Qemu(opts) => qemu::run(opts),
+        Command::Feed(opts) => feed::run(opts).map(|report| {
             println!("{report}");
         }),
     };

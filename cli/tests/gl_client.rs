@@ -21,11 +21,11 @@ use glclient::{
     local_display_caps, main_channel,
 };
 use gstspicedmabuf::{Rect, ScanoutInfo};
-use spice_shim::proto::Caps;
-use spice_shim::proto::caps::display_cap;
-use spice_shim::proto::consts::{channel_type, surface_flags, surface_format};
-use spice_shim::proto::msg_type::server::display as msg;
-use spice_shim::{Config, Shim};
+use spice_shim_core::proto::Caps;
+use spice_shim_core::proto::caps::display_cap;
+use spice_shim_core::proto::consts::{channel_type, surface_flags, surface_format};
+use spice_shim_core::proto::msg_type::server::display as msg;
+use spice_shim_core::{Config, Shim};
 use test_guest::{GuestBuffer, Image, Pattern, check_bars, read_ppm, render};
 use util::{ChildGuard, TempDir};
 
@@ -139,7 +139,7 @@ fn local_config(socket: &Path) -> Config {
 }
 
 fn info_of(buf: &GuestBuffer) -> ScanoutInfo {
-    spice_shim::guest::scanout_info(buf)
+    spice_shim_cli::guest::scanout_info(buf)
 }
 
 fn scanout(shim: &Shim, buf: &GuestBuffer) {

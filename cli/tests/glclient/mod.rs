@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use rsa::pkcs8::DecodePublicKey;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-use spice_shim::proto::caps::{common_cap, display_cap};
-use spice_shim::proto::consts::channel_type;
-use spice_shim::proto::link::{LINK_HEADER_SIZE, LINK_RESULT_SIZE};
-use spice_shim::proto::msg_type::{client, server};
-use spice_shim::proto::{Caps, LinkHeader, LinkMess, LinkReply, frame_message};
+use spice_shim_core::proto::caps::{common_cap, display_cap};
+use spice_shim_core::proto::consts::channel_type;
+use spice_shim_core::proto::link::{LINK_HEADER_SIZE, LINK_RESULT_SIZE};
+use spice_shim_core::proto::msg_type::{client, server};
+use spice_shim_core::proto::{Caps, LinkHeader, LinkMess, LinkReply, frame_message};
 
 /// Upper bound for one step the server should take at once (a message, a link answer).
 pub const STEP: Duration = Duration::from_secs(10);

@@ -1,0 +1,71 @@
+//! The server options that `serve` and `qemu` share: where to listen, which codecs and
+//! pipelines, the password, the display delay.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use spice_shim_core::Config;
+use spice_shim_core::options::parse_codecs;
+use spice_shim_core::shim::default_pipelines_dir;
+
+/// Options of the SPICE server, flattened into `serve` and `qemu`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5930")]
+    pub listen: String,
+    /// Also listen on this unix socket (local clients get the dmabuf itself).
+    #[arg(long)]
+    pub unix: Option<PathBuf>,
+    /// Video codecs in order of preference.
+    #[arg(long, default_value = "h264,vp8,mjpeg")]
+    pub video_codecs: String,
+    /// Directory holding `<codec>.pipeline` files [default: the project's pipelines/].
+    #[arg(long)]
+    pub pipelines: Option<PathBuf>,
+    /// Client display delay in ms: clients show each frame this long after it was sent
+    /// (MJPEG frames arriving later are dropped).
+    #[arg(long, default_value_t = 150)]
+    pub mm_latency: u32,
+    /// Read the SPICE password from the first line of this file (instead of SPICE_PASSWORD).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The server configuration these options describe. The password comes from
+    /// `--password-file`, else from `SPICE_PASSWORD` (unset or empty: no ticket check).
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let codecs =
+            parse_codecs(&self.video_codecs).map_err(|e| anyhow::anyhow!("--video-codecs: {e}"))?;
+        if !(1..=10_000).contains(&self.mm_latency) {
+            anyhow::bail!("--mm-latency must be 1..=10000 ms");
+        }
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--password-file {}", path.display()))?;
+                let first = text.lines().next().unwrap_or("").to_owned();
+                if first.is_empty() {
+                    anyhow::bail!(
+                        "--password-file {}: the first line (the password) is empty",
+                        path.display()
+                    );
+                }
+                Some(first)
+            }
+            None => std::env::var("SPICE_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        };
+        Ok(Config {
+            tcp: Some(self.listen.clone()),
+            unix: self.unix.clone(),
+            codecs,
+            pipelines_dir: self.pipelines.clone().unwrap_or_else(default_pipelines_dir),
+            password,
+            mm_latency_ms: self.mm_latency,
+            ..Config::default()
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! The spice-shim server core: a SPICE server subset that streams host dmabuf scanouts to remote clients.
+//!
+//! The host hands over scanouts (`gl_scanout`) and draws (`gl_draw` + cookie); remote clients
+//! get the frames encoded by a GStreamer pipeline as a SPICE video stream; the cookie goes back
+//! when every consumer is done with the frame (see [`ledger`]).
+
+mod channel;
+mod conn;
+mod display;
+pub mod encoder;
+mod handshake;
+mod inputs_channel;
+pub mod ledger;
+pub mod log;
+mod main_channel;
+pub mod options;
+mod outbox;
+pub mod proto;
+pub mod ratecontrol;
+pub mod shim;
+pub mod ticket;
+
+pub use shim::{ClientStats, Config, InputFn, Shim, ShimError, ShimStats};

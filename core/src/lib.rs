@@ -13,6 +13,7 @@ mod inputs_channel;
 pub mod ledger;
 pub mod log;
 mod main_channel;
+mod mouse;
 pub mod options;
 mod outbox;
 pub mod proto;

@@ -1,4 +1,4 @@
-//! The main channel: MAIN_INIT, CHANNELS_LIST on ATTACH_CHANNELS, mouse mode.
+//! The main channel: MAIN_INIT, CHANNELS_LIST on ATTACH_CHANNELS, mouse mode (see [`crate::mouse`]).
 
 use std::sync::Arc;
 
@@ -6,20 +6,20 @@ use crate::channel::read_messages;
 use crate::conn::Conn;
 use crate::log;
 use crate::outbox::Outbox;
-use crate::proto::consts::{channel_type, mouse_mode};
+use crate::proto::consts::channel_type;
 use crate::proto::{
-    ChannelEntry, ChannelsList, ClientMainMsg, HeaderKind, MainInit, MouseMode, parse_client_main,
+    ChannelEntry, ChannelsList, ClientMainMsg, HeaderKind, MainInit, parse_client_main,
 };
 use crate::shim::Core;
 
 /// Serves one main channel until it closes.
-pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind, session: u32) {
+pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, session: u32) {
     let peer = conn.peer();
     let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-main-writer") else {
         return;
     };
-    let supported = mouse_mode::SERVER | mouse_mode::CLIENT;
-    let mut current = mouse_mode::CLIENT;
+    let (supported, current) = core.mouse.modes();
+    core.mouse.add_main(id, outbox.clone());
     outbox.send(&MainInit {
         session_id: session,
         display_channels_hint: 1,
@@ -46,20 +46,13 @@ pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind, session: u32) {
                     ],
                 });
             }
-            Ok(ClientMainMsg::MouseModeRequest { mode }) => {
-                if u32::from(mode) & supported != 0 {
-                    current = u32::from(mode);
-                }
-                outbox.send(&MouseMode {
-                    supported_modes: supported as u16,
-                    current_mode: current as u16,
-                });
-            }
+            Ok(ClientMainMsg::MouseModeRequest { mode }) => core.mouse.request(u32::from(mode)),
             Ok(other) => log::debug(&format!("{peer}: main: {other:?}")),
             Err(e) => log::warn(&format!("{peer}: main channel: {e}")),
         }
         true
     });
+    core.mouse.remove_main(id);
     log::debug(&format!("{peer}: main channel: {why}"));
     outbox.close();
     conn.shutdown();

@@ -23,6 +23,7 @@ use crate::encoder::{self, Encoder};
 use crate::handshake::{self, Linked};
 use crate::ledger::{CompleteFn, Ledger, LedgerStats};
 use crate::log;
+use crate::mouse::MouseModes;
 use crate::proto::consts::{channel_type, link_err};
 use crate::proto::{InputEvent, LinkMess, VideoCodec};
 use crate::ticket::TicketKey;
@@ -162,6 +163,7 @@ pub(crate) struct Core {
     clock: Instant,
     pub state: Mutex<State>,
     pub input: Mutex<Option<InputFn>>,
+    pub mouse: MouseModes,
     pub stopping: AtomicBool,
     /// Orientation of the current scanout, read by stream clients on the streaming thread.
     pub y0_top: AtomicBool,
@@ -452,7 +454,7 @@ impl Core {
         match mess.channel_type {
             channel_type::MAIN => {
                 let session = self.new_session();
-                crate::main_channel::run(&self, conn, header, session);
+                crate::main_channel::run(&self, id, conn, header, session);
                 self.state.lock().unwrap().sessions.remove(&session);
             }
             channel_type::DISPLAY => {
@@ -572,6 +574,7 @@ impl Shim {
                 gl_clients: HashMap::new(),
             }),
             input: Mutex::new(None),
+            mouse: MouseModes::new(),
             stopping: AtomicBool::new(false),
             y0_top: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
@@ -653,6 +656,13 @@ impl Shim {
     /// Sets the callback for keyboard and mouse events (None: events are only logged).
     pub fn set_input_callback(&self, cb: Option<InputFn>) {
         *self.core.input.lock().unwrap() = cb;
+    }
+
+    /// Whether the host takes absolute pointer positions (QEMU: a tablet). Clients get client
+    /// mouse mode only while it does, server mode (relative motion) otherwise; every connected
+    /// client is told at once. Default: true.
+    pub fn set_client_mouse_available(&self, available: bool) {
+        self.core.mouse.set_client_available(available);
     }
 
     /// Replaces the scanout (`info == None`: scanout disabled). Takes ownership of `fds`. Frames

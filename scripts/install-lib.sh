@@ -2,16 +2,17 @@
 # Builds libspice_shim (cargo build --release -p spice-shim) and installs what a C program such
 # as QEMU needs to use it:
 #
-#   LIBDIR/libspice_shim.so, LIBDIR/libspice_shim.a    the library (shared and static)
+#   LIBDIR/libspice_shim.so.0.1.0 (SONAME libspice_shim.so.0; symlinks libspice_shim.so.0 and
+#     libspice_shim.so), LIBDIR/libspice_shim.a           the library (shared and static), stripped
 #   PREFIX/include/spice-shim.h                          the C API
 #   LIBDIR/pkgconfig/spice-shim.pc                       pkg-config file (variable pipelinesdir)
 #   PREFIX/share/spice-shim/pipelines/*.pipeline         the encoder pipelines
 #
 # Usage: scripts/install-lib.sh [--prefix DIR] [--libdir DIR] [--destdir DIR] [--artifacts DIR]
-#   --prefix DIR     installation prefix (default /usr/local)
-#   --libdir DIR     library directory (default PREFIX/lib)
+#   --prefix DIR     installation prefix (default $PREFIX, else /usr/local)
+#   --libdir DIR     library directory (default $LIBDIR, else PREFIX/lib; relative: under PREFIX)
 #   --destdir DIR    stage the files under DIR (for packaging); the .pc file still names PREFIX
-#                    (DESTDIR in the environment works too)
+#                    (default $DESTDIR)
 #   --artifacts DIR  do not build: install libspice_shim.so and .a found in DIR
 #                    (e.g. target/debug after cargo build -p spice-shim)
 #
@@ -20,8 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-prefix=/usr/local
-libdir=""
+prefix="${PREFIX:-/usr/local}"
+libdir="${LIBDIR:-}"
 destdir="${DESTDIR:-}"
 artifacts=""
 
@@ -72,6 +73,7 @@ for f in libspice_shim.so libspice_shim.a; do
 done
 
 version="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)"
+soname=libspice_shim.so.0
 if [ -z "$version" ]; then
   echo "install-lib: cannot read the version from Cargo.toml" >&2
   exit 1
@@ -79,16 +81,24 @@ fi
 
 d="$destdir"
 install -d "$d$libdir/pkgconfig" "$d$prefix/include" "$d$prefix/share/spice-shim/pipelines"
-install -m 0755 "$artifacts/libspice_shim.so" "$d$libdir/libspice_shim.so"
+# The real file carries the full version; the SONAME link is what programs load, the plain
+# name is what the linker finds. Debug information is not installed.
+rm -f "$d$libdir/libspice_shim.so" "$d$libdir/$soname" "$d$libdir/libspice_shim.so.$version"
+install -m 0755 "$artifacts/libspice_shim.so" "$d$libdir/libspice_shim.so.$version"
+strip --strip-unneeded "$d$libdir/libspice_shim.so.$version"
+ln -s "libspice_shim.so.$version" "$d$libdir/$soname"
+ln -s "$soname" "$d$libdir/libspice_shim.so"
 install -m 0644 "$artifacts/libspice_shim.a" "$d$libdir/libspice_shim.a"
+strip --strip-debug "$d$libdir/libspice_shim.a"
 install -m 0644 spice-shim/include/spice-shim.h "$d$prefix/include/spice-shim.h"
 install -m 0644 pipelines/*.pipeline "$d$prefix/share/spice-shim/pipelines/"
-sed -e "s|@PREFIX@|$prefix|g" -e "s|@LIBDIR@|$pc_libdir|g" -e "s|@VERSION@|$version|g" \
+# Comment lines are copied as they are; only the others are filled in.
+sed -e "/^#/!s|@PREFIX@|$prefix|g" -e "/^#/!s|@LIBDIR@|$pc_libdir|g" -e "/^#/!s|@VERSION@|$version|g" \
   spice-shim/spice-shim.pc.in > "$d$libdir/pkgconfig/spice-shim.pc"
 chmod 0644 "$d$libdir/pkgconfig/spice-shim.pc"
 
 echo "install-lib: installed spice-shim $version into $d$prefix"
-echo "  library:   $libdir/libspice_shim.so, libspice_shim.a"
+echo "  library:   $libdir/libspice_shim.so.$version ($soname), libspice_shim.a"
 echo "  header:    $prefix/include/spice-shim.h"
 echo "  pkgconfig: $libdir/pkgconfig/spice-shim.pc"
 echo "  pipelines: $prefix/share/spice-shim/pipelines"

@@ -1074,7 +1074,7 @@ fn main() {
     if std::env::var_os("GST_DEBUG").is_none() {
         gst::log::set_default_threshold(gst::DebugLevel::None);
     }
-    gstspicedmabuf::plugin_register_static().expect("register spicedmabufsrc");
+    gstspicedmabuf::register_static().expect("register spicedmabufsrc");
 
     let started = Instant::now();
     print_header(quick);

@@ -484,7 +484,7 @@ impl Shim {
     /// once per `gl_draw` cookie.
     pub fn start(config: Config, on_complete: CompleteFn) -> Result<Shim, ShimError> {
         gst::init().map_err(|e| ShimError::Gst(e.to_string()))?;
-        gstspicedmabuf::plugin_register_static().map_err(|e| ShimError::Gst(e.to_string()))?;
+        gstspicedmabuf::register_static().map_err(|e| ShimError::Gst(e.to_string()))?;
 
         let mut codecs = Vec::new();
         let mut problems = Vec::new();

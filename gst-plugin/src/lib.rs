@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
-#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+#![allow(unused_doc_comments)]
 
 //! GStreamer plugin `spicedmabuf` with the `spicedmabufsrc` element: a live source that turns a
 //! host's dmabuf scanouts into GstBuffers without copying a pixel.
 //!
-//! In-process users (the spice-shim server) downcast the element to [`SpiceDmabufSrc`] and call
-//! [`SpiceDmabufSrc::push_scanout`] / [`SpiceDmabufSrc::push_draw`]; `gst-launch-1.0` users set
-//! `socket-path` and feed it from another process (see `docs/socket-protocol.md`).
+//! The element itself is the `spicedmabuf-element` crate, re-exported here; this crate adds the
+//! plugin entry points (`plugin_define!`) for `gst-launch-1.0` and `gst-inspect-1.0`.
 
 /**
  * plugin-spicedmabuf:
@@ -15,20 +14,10 @@
  */
 use gst::glib;
 
-pub mod fourcc;
-mod frame;
-pub mod mapcache;
-pub mod scanout;
-mod socket;
-mod spicedmabufsrc;
-pub mod wire;
-
-pub use frame::{DrawRelease, DrawStatus};
-pub use scanout::{Plane, Rect, Scanout, ScanoutError, ScanoutInfo};
-pub use spicedmabufsrc::{DrawError, SpiceDmabufSrc};
+pub use spicedmabuf_element::*;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    spicedmabufsrc::register(plugin)
+    spicedmabuf_element::register(Some(plugin))
 }
 
 gst::plugin_define!(

@@ -158,6 +158,8 @@ fn lib() -> &'static Lib {
                     .unwrap_or_else(|e| panic!("copying {}: {e}", from.join(f).display()));
             }
         }
+        // Programs linked against it load it by its SONAME, as from an installation.
+        std::os::unix::fs::symlink("libspice_shim.so", dir.join("libspice_shim.so.0")).unwrap();
         eprintln!("using libspice_shim from {}", from.display());
         Lib { dir }
     })
@@ -306,15 +308,30 @@ fn header_is_self_contained_and_matches_the_library() {
         RUN,
     );
     assert_success(&out, "nm -D");
+    // Every defined dynamic symbol, not only spice_shim_*: the version script hides the rest
+    // (Rust's runtime, GStreamer plugin entry points).
     let mut exported: Vec<String> = text(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().last())
-        .filter(|s| s.starts_with("spice_shim_"))
         .map(str::to_owned)
         .collect();
     exported.sort();
     assert_eq!(declared, exported, "header declarations vs library exports");
     assert_eq!(declared.len(), 8, "{declared:?}");
+    assert_eq!(
+        soname(&lib().dir.join("libspice_shim.so")).as_deref(),
+        Some("libspice_shim.so.0")
+    );
+}
+
+/// The SONAME in `readelf -d` of `file`.
+fn soname(file: &Path) -> Option<String> {
+    let out = run_limited(Command::new("readelf").arg("-d").arg(file), "readelf", RUN);
+    assert_success(&out, "readelf -d");
+    text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("(SONAME)"))
+        .and_then(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
 }
 
 /// QEMU without any client: replaced, resized, multi-planar, tiled (refused) and disabled
@@ -586,6 +603,47 @@ fn install_script_and_pkg_config() {
         RUN,
     );
     assert_success(&out, "scripts/install-lib.sh");
+    let version = env!("CARGO_PKG_VERSION");
+    let real = format!("libspice_shim.so.{version}");
+    let libdir = prefix.join("lib");
+    assert_eq!(
+        std::fs::read_link(libdir.join("libspice_shim.so")).unwrap(),
+        Path::new("libspice_shim.so.0")
+    );
+    assert_eq!(
+        std::fs::read_link(libdir.join("libspice_shim.so.0")).unwrap(),
+        Path::new(&real)
+    );
+    assert_eq!(
+        soname(&libdir.join(&real)).as_deref(),
+        Some("libspice_shim.so.0")
+    );
+    // Stripped: no symbol table and no debug sections, in the .so and the .a.
+    for f in [real.as_str(), "libspice_shim.a"] {
+        let out = run_limited(
+            Command::new("readelf").arg("-S").arg(libdir.join(f)),
+            "readelf -S",
+            RUN,
+        );
+        assert_success(&out, "readelf -S");
+        let sections = text(&out.stdout);
+        assert!(!sections.contains(".debug_"), "{f} has debug sections");
+        if f == real {
+            assert!(!sections.contains(".symtab"), "{f} is not stripped");
+        }
+    }
+    // The installed pkg-config file keeps the template's comments word for word.
+    let template =
+        std::fs::read_to_string(workspace_root().join("spice-shim/spice-shim.pc.in")).unwrap();
+    let installed = std::fs::read_to_string(libdir.join("pkgconfig/spice-shim.pc")).unwrap();
+    let comments = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(!comments(&template).is_empty());
+    assert_eq!(comments(&installed), comments(&template));
     for f in [
         "lib/libspice_shim.so",
         "lib/libspice_shim.a",
@@ -654,6 +712,17 @@ fn install_script_and_pkg_config() {
         "qemu_like_shared",
         &libs,
         &[format!("-Wl,-rpath,{}", prefix.join("lib").display())],
+    );
+    let out = run_limited(
+        Command::new("readelf").arg("-d").arg(&shared),
+        "readelf",
+        RUN,
+    );
+    assert_success(&out, "readelf");
+    assert!(
+        text(&out.stdout).contains("Shared library: [libspice_shim.so.0]"),
+        "the shared build must need the SONAME:\n{}",
+        text(&out.stdout)
     );
     let stat = gcc("qemu_like_static", &static_libs, &[]);
     let out = run_limited(Command::new("readelf").arg("-d").arg(&stat), "readelf", RUN);

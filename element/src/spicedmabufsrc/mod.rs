@@ -61,9 +61,9 @@ impl SpiceDmabufSrc {
     }
 }
 
-pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+pub fn register(plugin: Option<&gst::Plugin>) -> Result<(), glib::BoolError> {
     gst::Element::register(
-        Some(plugin),
+        plugin,
         "spicedmabufsrc",
         gst::Rank::NONE,
         SpiceDmabufSrc::static_type(),

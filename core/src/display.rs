@@ -5,14 +5,15 @@
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use gstspicedmabuf::{Rect, Scanout};
 
 use crate::channel::read_messages;
 use crate::conn::Conn;
-use crate::encoder::{AccessUnit, KeyframeRequester};
+use crate::encoder::{AccessUnit, Subscriber};
+use crate::encoders::{Encoders, LostFn, Subscription};
 use crate::ledger::DrawHandle;
 use crate::log;
 use crate::outbox::Outbox;
@@ -24,7 +25,7 @@ use crate::proto::{
     parse_client_display,
 };
 use crate::ratecontrol::RateController;
-use crate::shim::{ClientStats, Core};
+use crate::shim::{ClientStats, Core, MmClock};
 
 /// Serves one display channel until it closes.
 pub fn run(
@@ -54,8 +55,10 @@ pub fn run(
 
 #[derive(Default)]
 struct StreamState {
+    /// The codec in use, or being switched to.
     codec: Option<VideoCodec>,
-    keyframes: Option<KeyframeRequester>,
+    /// The subscription to that codec's pipeline.
+    sub: Option<Subscription>,
     surface: Option<(u32, u32)>,
     stream_id: Option<u32>,
     params: Option<(VideoCodec, u32, u32, bool)>,
@@ -68,13 +71,19 @@ struct StreamState {
 }
 
 /// A remote client of the video stream.
+///
+/// Lock order: `picking` before `st` before `rate`; `st` before the encoders' state (through
+/// [`Subscription`]). A subscription is always dropped with no lock of the client held.
 pub struct StreamClient {
     pub id: u64,
     peer: String,
     outbox: Arc<Outbox>,
     caps: Caps,
-    core: Weak<Core>,
+    encoders: Arc<Encoders>,
+    clock: MmClock,
     st: Mutex<StreamState>,
+    /// Serialises codec switches (channel thread, supervisor thread).
+    picking: Mutex<bool>,
     sent: AtomicU64,
     dropped: AtomicU64,
     max_frames: usize,
@@ -87,23 +96,7 @@ impl StreamClient {
         self.st.lock().unwrap().codec
     }
 
-    /// Forgets the codec in use (its pipeline is gone); with `failed`, never use it again.
-    pub fn reset_codec(&self, failed: bool) {
-        let mut st = self.st.lock().unwrap();
-        if let Some(c) = st.codec.take()
-            && failed
-        {
-            st.failed.insert(c);
-        }
-        st.keyframes = None;
-    }
-
-    /// This client's bitrate target, kbit/s.
-    pub fn target_kbps(&self) -> Option<u32> {
-        self.rate.lock().unwrap().as_ref().map(|r| r.target_kbps())
-    }
-
-    /// Feeds the rate controller; applies a changed target to the encoder.
+    /// Feeds the rate controller; a changed target goes to the pipeline.
     fn rate_event(&self, congested: bool) {
         let changed = {
             let mut rate = self.rate.lock().unwrap();
@@ -115,20 +108,12 @@ impl StreamClient {
                 r.calm(now)
             }
         };
-        if let (Some(kbps), Some(codec), Some(core)) = (changed, self.codec(), self.core.upgrade())
-        {
+        if let Some(kbps) = changed {
             log::debug(&format!("{}: target bitrate {kbps} kbit/s", self.peer));
-            core.apply_bitrate(codec);
+            if let Some(sub) = &self.st.lock().unwrap().sub {
+                sub.set_target_kbps(kbps);
+            }
         }
-    }
-
-    /// Switches to `codec`; the stream restarts at the next keyframe.
-    pub fn begin(&self, codec: VideoCodec, keyframes: KeyframeRequester, max_kbps: Option<u32>) {
-        *self.rate.lock().unwrap() = max_kbps.map(|k| RateController::new(k, Instant::now()));
-        let mut st = self.st.lock().unwrap();
-        st.codec = Some(codec);
-        st.keyframes = Some(keyframes);
-        st.need_keyframe = true;
     }
 
     /// Counters.
@@ -148,29 +133,28 @@ impl StreamClient {
         self.outbox.close();
     }
 
+    fn request_keyframe(st: &StreamState) {
+        if let Some(sub) = &st.sub {
+            sub.request_keyframe();
+        }
+    }
+
     /// Delivers one access unit (called on the encoder's streaming thread; never blocks).
-    pub fn on_access_unit(&self, codec: VideoCodec, au: &Arc<AccessUnit>) {
-        let Some(core) = self.core.upgrade() else {
-            return;
-        };
+    fn on_access_unit(&self, codec: VideoCodec, au: &Arc<AccessUnit>) {
         let mut st = self.st.lock().unwrap();
         if st.codec != Some(codec) {
             return;
         }
         if st.need_keyframe && !au.keyframe {
-            if let Some(k) = &st.keyframes {
-                k.request(false);
-            }
+            Self::request_keyframe(&st);
             return;
         }
-        let top_down = core.y0_top.load(Ordering::Relaxed);
+        let top_down = self.encoders.y0_top();
         let params = (codec, au.width, au.height, top_down);
         if st.params != Some(params) {
             if !au.keyframe {
                 st.need_keyframe = true;
-                if let Some(k) = &st.keyframes {
-                    k.request(false);
-                }
+                Self::request_keyframe(&st);
                 return;
             }
             self.create_stream(&mut st, params);
@@ -180,7 +164,7 @@ impl StreamClient {
         };
         if self
             .outbox
-            .send_stream(stream_id, core.mm_now(), au, self.max_frames)
+            .send_stream(stream_id, self.clock.now(), au, self.max_frames)
         {
             self.sent.fetch_add(1, Ordering::Relaxed);
             if au.keyframe {
@@ -197,9 +181,7 @@ impl StreamClient {
                 ));
             }
             st.need_keyframe = true;
-            if let Some(k) = &st.keyframes {
-                k.request(false);
-            }
+            Self::request_keyframe(&st);
             drop(st);
             self.rate_event(true);
         }
@@ -244,60 +226,87 @@ impl StreamClient {
         st.params = Some(params);
     }
 
-    /// The codec to use: the client's preference order if it sent one, else the server's;
-    /// only codecs the client can decode and has not failed on.
-    fn choose_codec(&self, core: &Core) -> Option<VideoCodec> {
-        let st = self.st.lock().unwrap();
-        let multi = self.caps.has(display_cap::MULTI_CODEC);
-        let offered: Vec<VideoCodec> = core.codecs.iter().map(|(c, _)| *c).collect();
-        let mut order: Vec<VideoCodec> = st
-            .prefs
-            .iter()
-            .copied()
-            .filter(|c| offered.contains(c))
-            .collect();
-        for c in offered {
-            if !order.contains(&c) {
-                order.push(c);
+    /// The pipeline of the codec in use failed; with `give_up`, never use that codec again.
+    fn lost(self: &Arc<Self>, give_up: bool) {
+        let old = {
+            let mut st = self.st.lock().unwrap();
+            if give_up && let Some(c) = st.codec {
+                st.failed.insert(c);
             }
-        }
-        order.into_iter().find(|c| {
-            !st.failed.contains(c)
-                && match c {
-                    VideoCodec::Mjpeg => !multi || self.caps.has(display_cap::CODEC_MJPEG),
-                    other => multi && self.caps.has(other.client_cap()),
-                }
-        })
+            st.codec = None;
+            st.sub.take()
+        };
+        drop(old);
+        self.pick();
     }
-}
 
-/// (Re)subscribes `client` to the codec it should use now.
-pub(crate) fn pick_and_attach(core: &Arc<Core>, client: &Arc<StreamClient>) {
-    let want = client.choose_codec(core);
-    let have = client.codec();
-    if want == have && have.is_some() {
-        return;
-    }
-    if have.is_some() {
-        core.detach_stream(client);
-    }
-    match want {
-        Some(codec) => {
-            log::info(&format!("{}: using {codec}", client.peer));
-            if let Err(e) = core.attach_stream(client, codec) {
+    /// (Re)subscribes to the codec the client should use now.
+    fn pick(self: &Arc<Self>) {
+        let finished = self.picking.lock().unwrap();
+        if *finished {
+            return;
+        }
+        loop {
+            let (want, old) = {
+                let mut st = self.st.lock().unwrap();
+                let want = self.encoders.choose(&st.prefs, &st.failed, &self.caps);
+                if want.is_some() && want == st.codec && st.sub.is_some() {
+                    return;
+                }
+                st.codec = want;
+                st.need_keyframe = true;
+                (want, st.sub.take())
+            };
+            drop(old);
+            *self.rate.lock().unwrap() = None;
+            let Some(codec) = want else {
                 log::error(&format!(
-                    "{}: cannot start the {codec} encoder: {e}",
-                    client.peer
+                    "{}: no offered codec is decodable by this client (its display caps {:?})",
+                    self.peer,
+                    self.caps.words()
                 ));
-                client.st.lock().unwrap().failed.insert(codec);
-                pick_and_attach(core, client);
+                return;
+            };
+            log::info(&format!("{}: using {codec}", self.peer));
+            let weak = Arc::downgrade(self);
+            let on_au: Subscriber = Arc::new(move |au| {
+                if let Some(c) = weak.upgrade() {
+                    c.on_access_unit(codec, au);
+                }
+            });
+            let weak = Arc::downgrade(self);
+            let on_lost: LostFn = Arc::new(move |give_up| {
+                if let Some(c) = weak.upgrade() {
+                    c.lost(give_up);
+                }
+            });
+            match self.encoders.subscribe(codec, on_au, on_lost) {
+                Ok(sub) => {
+                    *self.rate.lock().unwrap() = sub
+                        .max_kbps()
+                        .map(|k| RateController::new(k, Instant::now()));
+                    self.st.lock().unwrap().sub = Some(sub);
+                    return;
+                }
+                Err(e) => {
+                    log::error(&format!(
+                        "{}: cannot start the {codec} encoder: {e}",
+                        self.peer
+                    ));
+                    let mut st = self.st.lock().unwrap();
+                    st.failed.insert(codec);
+                    st.codec = None;
+                }
             }
         }
-        None => log::error(&format!(
-            "{}: no offered codec is decodable by this client (its display caps {:?})",
-            client.peer,
-            client.caps.words()
-        )),
+    }
+
+    /// Unsubscribes for good (the channel closed).
+    fn finish(&self) {
+        let mut finished = self.picking.lock().unwrap();
+        *finished = true;
+        let old = self.st.lock().unwrap().sub.take();
+        drop(old);
     }
 }
 
@@ -315,19 +324,17 @@ fn run_stream(
         peer: peer.to_string(),
         outbox: outbox.clone(),
         caps,
-        core: Arc::downgrade(core),
+        encoders: core.encoders().clone(),
+        clock: core.clock(),
         st: Mutex::default(),
+        picking: Mutex::new(false),
         sent: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
-        max_frames: core.config.max_queued_frames,
+        max_frames: core.config().max_queued_frames,
         rate: Mutex::new(None),
     });
-    core.state
-        .lock()
-        .unwrap()
-        .streams
-        .insert(id, client.clone());
-    pick_and_attach(core, &client);
+    core.add_stream_client(client.clone());
+    client.pick();
     let why = read_messages(conn, header, |t, body| {
         match parse_client_display(t, &body) {
             Ok(ClientDisplayMsg::StreamReport(r)) => {
@@ -340,7 +347,7 @@ fn run_stream(
                     if let Some(c) = codec {
                         client.st.lock().unwrap().failed.insert(c);
                     }
-                    pick_and_attach(core, &client);
+                    client.pick();
                 } else {
                     log::debug(&format!("{peer}: stream report {r:?}"));
                     client.rate_event(r.num_drops > 0 || r.last_frame_delay < 0);
@@ -348,7 +355,7 @@ fn run_stream(
             }
             Ok(ClientDisplayMsg::PreferredVideoCodecs(p)) => {
                 client.st.lock().unwrap().prefs = p.known();
-                pick_and_attach(core, &client);
+                client.pick();
             }
             Ok(other) => log::debug(&format!("{peer}: display: {other:?}")),
             Err(e) => log::warn(&format!("{peer}: display channel: {e}")),
@@ -356,10 +363,9 @@ fn run_stream(
         true
     });
     log::debug(&format!("{peer}: display channel: {why}"));
-    core.detach_stream(&client);
+    client.finish();
     outbox.close();
-    core.state.lock().unwrap().streams.remove(&id);
-    core.record_finished(client.stats());
+    core.remove_stream_client(&client);
 }
 
 // ----- local clients: the dmabuf itself ---------------------------------------------------------
@@ -394,7 +400,7 @@ pub struct GlClient {
 }
 
 impl GlClient {
-    fn send_scanout(&self, scanout: Option<&Arc<Scanout>>) {
+    pub(crate) fn send_scanout(&self, scanout: Option<&Arc<Scanout>>) {
         match scanout {
             Some(s) if s.info().planes.len() == 1 && s.info().planes[0].offset == 0 => {
                 let info = s.info();
@@ -529,13 +535,9 @@ fn run_gl(
     log::info(&format!(
         "{peer}: local client: the scanout dmabuf is passed as is"
     ));
-    {
-        let mut st = core.state.lock().unwrap();
-        client.send_scanout(st.scanout.as_ref());
-        st.gl_clients.insert(id, client.clone());
-    }
+    core.add_gl_client(id, client.clone());
     // Watchdog: a client that does not answer GL_DRAW_DONE in time is treated as gone.
-    let timeout = core.config.gl_done_timeout;
+    let timeout = core.config().gl_done_timeout;
     let watchdog = {
         let client = client.clone();
         std::thread::Builder::new()
@@ -573,7 +575,7 @@ fn run_gl(
         !client.gone.load(Ordering::Acquire)
     });
     log::debug(&format!("{peer}: display channel: {why}"));
-    core.state.lock().unwrap().gl_clients.remove(&id);
+    core.remove_gl_client(id);
     client.close();
     if let Ok(w) = watchdog {
         let _ = w.join();

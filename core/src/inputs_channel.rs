@@ -29,7 +29,7 @@ pub fn run(core: &Arc<Core>, mut conn: Conn, header: HeaderKind) {
                     outbox.send(&MouseMotionAck);
                 }
                 log::debug(&format!("{peer}: input {ev:?}"));
-                let cb = core.input.lock().unwrap().clone();
+                let cb = core.input_callback();
                 if let Some(cb) = cb {
                     cb(&ev);
                 }

@@ -8,6 +8,7 @@ mod channel;
 mod conn;
 mod display;
 pub mod encoder;
+mod encoders;
 mod handshake;
 mod inputs_channel;
 pub mod ledger;

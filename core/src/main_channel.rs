@@ -18,8 +18,8 @@ pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, sessio
     let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-main-writer") else {
         return;
     };
-    let (supported, current) = core.mouse.modes();
-    core.mouse.add_main(id, outbox.clone());
+    let (supported, current) = core.mouse().modes();
+    core.mouse().add_main(id, outbox.clone());
     outbox.send(&MainInit {
         session_id: session,
         display_channels_hint: 1,
@@ -27,7 +27,7 @@ pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, sessio
         current_mouse_mode: current,
         agent_connected: 0,
         agent_tokens: 10,
-        multi_media_time: core.mm_now().wrapping_sub(core.config.mm_latency_ms),
+        multi_media_time: core.mm_now().wrapping_sub(core.config().mm_latency_ms),
         ram_hint: 0,
     });
     let why = read_messages(&mut conn, header, |t, body| {
@@ -46,13 +46,13 @@ pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, sessio
                     ],
                 });
             }
-            Ok(ClientMainMsg::MouseModeRequest { mode }) => core.mouse.request(u32::from(mode)),
+            Ok(ClientMainMsg::MouseModeRequest { mode }) => core.mouse().request(u32::from(mode)),
             Ok(other) => log::debug(&format!("{peer}: main: {other:?}")),
             Err(e) => log::warn(&format!("{peer}: main channel: {e}")),
         }
         true
     });
-    core.mouse.remove_main(id);
+    core.mouse().remove_main(id);
     log::debug(&format!("{peer}: main channel: {why}"));
     outbox.close();
     conn.shutdown();

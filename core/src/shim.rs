@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gstspicedmabuf::{DrawRelease, Rect, Scanout, ScanoutError, ScanoutInfo};
+use gstspicedmabuf::{Rect, Scanout, ScanoutError, ScanoutInfo};
 
 use crate::conn::Conn;
 use crate::display::{GlClient, StreamClient};
-use crate::encoder::{self, Encoder};
+use crate::encoder;
+use crate::encoders::{Counters, Encoders};
 use crate::handshake::{self, Linked};
 use crate::ledger::{CompleteFn, Ledger, LedgerStats};
 use crate::log;
@@ -146,30 +147,46 @@ impl std::fmt::Display for ShimStats {
     }
 }
 
-pub(crate) struct State {
-    pub scanout: Option<Arc<Scanout>>,
-    pub encoders: HashMap<VideoCodec, Arc<Encoder>>,
-    pub sessions: HashSet<u32>,
-    pub streams: HashMap<u64, Arc<StreamClient>>,
-    pub gl_clients: HashMap<u64, Arc<GlClient>>,
+/// The server's multimedia clock (ms), shared by every channel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MmClock {
+    start: Instant,
 }
 
+impl MmClock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the server started, offset so that it is never 0.
+    pub fn now(&self) -> u32 {
+        (self.start.elapsed().as_millis() as u32).wrapping_add(10_000)
+    }
+}
+
+struct State {
+    scanout: Option<Arc<Scanout>>,
+    sessions: HashSet<u32>,
+    streams: HashMap<u64, Arc<StreamClient>>,
+    gl_clients: HashMap<u64, Arc<GlClient>>,
+}
+
+/// What the channels share. Lock order: `state` before the encoders' state (see
+/// [`crate::encoders`]) and before any client's lock.
 pub(crate) struct Core {
-    pub config: Config,
-    pub ledger: Ledger,
+    config: Config,
+    ledger: Ledger,
     key: TicketKey,
-    /// Codecs offered (pipeline parses here), in preference order, with their pipeline text.
-    pub codecs: Vec<(VideoCodec, String)>,
-    clock: Instant,
-    pub state: Mutex<State>,
-    pub input: Mutex<Option<InputFn>>,
-    pub mouse: MouseModes,
-    pub stopping: AtomicBool,
-    /// Orientation of the current scanout, read by stream clients on the streaming thread.
-    pub y0_top: AtomicBool,
+    encoders: Arc<Encoders>,
+    clock: MmClock,
+    state: Mutex<State>,
+    input: Mutex<Option<InputFn>>,
+    mouse: MouseModes,
+    stopping: AtomicBool,
     next_id: AtomicU64,
-    pub finished_clients: Mutex<Vec<ClientStats>>,
-    encoded_total: Mutex<HashMap<VideoCodec, u64>>,
+    finished_clients: Mutex<Vec<ClientStats>>,
     conns: Mutex<HashMap<u64, Conn>>,
     /// Connections being served (link stage included).
     active: std::sync::atomic::AtomicUsize,
@@ -177,200 +194,73 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn encoders(&self) -> &Arc<Encoders> {
+        &self.encoders
+    }
+
+    pub fn clock(&self) -> MmClock {
+        self.clock
+    }
+
     /// The server's multimedia clock in ms (never 0).
     pub fn mm_now(&self) -> u32 {
-        (self.clock.elapsed().as_millis() as u32).wrapping_add(10_000)
+        self.clock.now()
+    }
+
+    pub fn mouse(&self) -> &MouseModes {
+        &self.mouse
+    }
+
+    /// The embedder's keyboard and mouse callback, if any.
+    pub fn input_callback(&self) -> Option<InputFn> {
+        self.input.lock().unwrap().clone()
     }
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn pipeline_text(&self, codec: VideoCodec) -> Option<&str> {
-        self.codecs
-            .iter()
-            .find(|(c, _)| *c == codec)
-            .map(|(_, t)| t.as_str())
+    /// A remote client, counted in the stats and disconnected at shutdown.
+    pub fn add_stream_client(&self, client: Arc<StreamClient>) {
+        self.state.lock().unwrap().streams.insert(client.id, client);
     }
 
-    /// Starts (or reuses) the encoder for `codec` and subscribes `client` to it. The client gets
-    /// a picture at once: the last scanout is drawn again for it, starting with a keyframe.
-    pub fn attach_stream(
-        self: &Arc<Self>,
-        client: &Arc<StreamClient>,
-        codec: VideoCodec,
-    ) -> Result<(), String> {
-        let existing = {
-            let st = self.state.lock().unwrap();
-            st.encoders.get(&codec).filter(|e| !e.failed()).cloned()
-        };
-        let (enc, fresh) = match existing {
-            Some(e) => (e, false),
-            None => {
-                let text = self
-                    .pipeline_text(codec)
-                    .ok_or_else(|| format!("codec {codec} is not offered"))?;
-                (Arc::new(Encoder::start(codec, text)?), true)
-            }
-        };
-        let stale = {
-            let mut st = self.state.lock().unwrap();
-            if self.stopping.load(Ordering::Acquire) {
-                return Err("shutting down".into());
-            }
-            // Another client may have started one meanwhile: use the running one.
-            let (enc, stale, fresh) = match st.encoders.get(&codec) {
-                Some(e) if !e.failed() && Arc::ptr_eq(e, &enc) => (enc, None, fresh),
-                Some(e) if !e.failed() => (e.clone(), fresh.then_some(enc), false),
-                _ => {
-                    let old = st.encoders.insert(codec, enc.clone());
-                    (enc, old, fresh)
-                }
-            };
-            enc.push_scanout(st.scanout.clone());
-            client.begin(codec, enc.keyframe_requester(), enc.configured_kbps());
-            let c = Arc::downgrade(client);
-            enc.subscribe(
-                client.id,
-                Arc::new(move |au| {
-                    if let Some(c) = c.upgrade() {
-                        c.on_access_unit(codec, au);
-                    }
-                }),
-            );
-            // An idle guest sends no frame: draw the last scanout again for the new client.
-            if let Some(s) = &st.scanout {
-                if !fresh {
-                    enc.force_keyframe();
-                }
-                let full = Rect {
-                    x: 0,
-                    y: 0,
-                    w: s.width(),
-                    h: s.height(),
-                };
-                let _ = enc.push_draw(full, DrawRelease::new(0, |_, _| {}));
-            }
-            stale
-        };
-        if let Some(old) = stale {
-            self.retire_encoder(old);
-        }
-        Ok(())
+    /// The client left; its counters are kept for the exit report.
+    pub fn remove_stream_client(&self, client: &StreamClient) {
+        self.state.lock().unwrap().streams.remove(&client.id);
+        self.record_finished(client.stats());
     }
 
-    /// Unsubscribes `client`; stops its encoder if nobody else uses it.
-    pub fn detach_stream(&self, client: &StreamClient) {
-        let Some(codec) = client.codec() else { return };
-        let idle = {
-            let mut st = self.state.lock().unwrap();
-            match st.encoders.get(&codec) {
-                Some(e) if e.unsubscribe(client.id) == 0 => st.encoders.remove(&codec),
-                _ => None,
-            }
-        };
-        if let Some(enc) = idle {
-            self.retire_encoder(enc);
-        }
+    /// A local client: it gets the current scanout now and every scanout and draw after.
+    pub fn add_gl_client(&self, id: u64, client: Arc<GlClient>) {
+        let mut st = self.state.lock().unwrap();
+        client.send_scanout(st.scanout.as_ref());
+        st.gl_clients.insert(id, client);
     }
 
-    /// Restarts pipelines that hit an error (their frames were released when they stopped).
-    /// A codec whose pipeline failed three times is given up and its clients fall back to
-    /// their next codec.
-    fn supervise(self: &Arc<Self>) {
-        let mut failures: HashMap<VideoCodec, u32> = HashMap::new();
+    pub fn remove_gl_client(&self, id: u64) {
+        self.state.lock().unwrap().gl_clients.remove(&id);
+    }
+
+    /// Restarts failed pipelines and flushes idle ones until the server stops.
+    fn supervise(&self) {
         while !self.stopping.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
-            let (idle, scanout): (Vec<Arc<Encoder>>, _) = {
-                let st = self.state.lock().unwrap();
-                (
-                    st.encoders
-                        .values()
-                        .filter(|e| !e.failed() && e.subscribers() > 0)
-                        .cloned()
-                        .collect(),
-                    st.scanout.clone(),
-                )
-            };
-            for enc in idle {
-                enc.flush_if_idle(scanout.as_ref());
-            }
-            let failed: Vec<(VideoCodec, Arc<Encoder>, Vec<Arc<StreamClient>>)> = {
-                let mut st = self.state.lock().unwrap();
-                let codecs: Vec<VideoCodec> = st
-                    .encoders
-                    .iter()
-                    .filter(|(_, e)| e.failed())
-                    .map(|(c, _)| *c)
-                    .collect();
-                codecs
-                    .into_iter()
-                    .filter_map(|c| {
-                        let enc = st.encoders.remove(&c)?;
-                        let clients = st
-                            .streams
-                            .values()
-                            .filter(|s| s.codec() == Some(c))
-                            .cloned()
-                            .collect();
-                        Some((c, enc, clients))
-                    })
-                    .collect()
-            };
-            for (codec, enc, clients) in failed {
-                self.retire_encoder(enc);
-                let n = failures.entry(codec).or_default();
-                *n += 1;
-                let give_up = *n >= 3;
-                if give_up {
-                    log::error(&format!(
-                        "the {codec} pipeline failed {n} times; its clients fall back to another codec"
-                    ));
-                } else {
-                    log::warn(&format!("restarting the {codec} pipeline (failure {n})"));
-                }
-                for c in clients {
-                    c.reset_codec(give_up);
-                    crate::display::pick_and_attach(self, &c);
-                }
-            }
+            self.encoders.tend();
         }
     }
 
     /// Keeps the counters of a client that left (the last [`MAX_FINISHED`] of them).
-    pub fn record_finished(&self, stats: ClientStats) {
+    fn record_finished(&self, stats: ClientStats) {
         let mut f = self.finished_clients.lock().unwrap();
         if f.len() >= MAX_FINISHED {
             f.remove(0);
         }
         f.push(stats);
-    }
-
-    /// Runs the `codec` encoder at the smallest bitrate target among its clients.
-    pub fn apply_bitrate(&self, codec: VideoCodec) {
-        let st = self.state.lock().unwrap();
-        let Some(enc) = st.encoders.get(&codec) else {
-            return;
-        };
-        let min = st
-            .streams
-            .values()
-            .filter(|c| c.codec() == Some(codec))
-            .filter_map(|c| c.target_kbps())
-            .min();
-        if let Some(kbps) = min {
-            enc.set_bitrate_kbps(kbps);
-        }
-    }
-
-    /// Stops an encoder outside the state lock and counts its frames (those finished while it
-    /// stopped included).
-    pub fn retire_encoder(&self, enc: Arc<Encoder>) {
-        let codec = enc.codec();
-        let counter = enc.encoded_counter();
-        drop(enc);
-        *self.encoded_total.lock().unwrap().entry(codec).or_default() +=
-            counter.load(Ordering::Relaxed);
     }
 
     fn register_conn(&self, id: u64, conn: &Conn) {
@@ -564,11 +454,10 @@ impl Shim {
             config: config.clone(),
             ledger: Ledger::new(on_complete),
             key,
-            codecs,
-            clock: Instant::now(),
+            encoders: Encoders::new(codecs),
+            clock: MmClock::new(),
             state: Mutex::new(State {
                 scanout: None,
-                encoders: HashMap::new(),
                 sessions: HashSet::new(),
                 streams: HashMap::new(),
                 gl_clients: HashMap::new(),
@@ -576,10 +465,8 @@ impl Shim {
             input: Mutex::new(None),
             mouse: MouseModes::new(),
             stopping: AtomicBool::new(false),
-            y0_top: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
             finished_clients: Mutex::default(),
-            encoded_total: Mutex::default(),
             conns: Mutex::default(),
             active: std::sync::atomic::AtomicUsize::new(0),
             threads: Mutex::default(),
@@ -650,7 +537,7 @@ impl Shim {
 
     /// Codecs offered to clients.
     pub fn codecs(&self) -> Vec<VideoCodec> {
-        self.core.codecs.iter().map(|(c, _)| *c).collect()
+        self.core.encoders.offered()
     }
 
     /// Sets the callback for keyboard and mouse events (None: events are only logged).
@@ -689,15 +576,12 @@ impl Shim {
 
     fn set_scanout(&self, scanout: Option<Arc<Scanout>>) {
         let st = &mut *self.core.state.lock().unwrap();
-        for enc in st.encoders.values() {
-            enc.push_scanout(scanout.clone());
-        }
+        self.core.encoders.set_scanout(scanout.clone());
         for gl in st.gl_clients.values() {
             gl.scanout(scanout.as_ref());
         }
-        match &scanout {
-            Some(s) => self.core.y0_top.store(s.info().y0_top, Ordering::Relaxed),
-            None => log::info("scanout disabled: remote clients keep the last picture"),
+        if scanout.is_none() {
+            log::info("scanout disabled: remote clients keep the last picture");
         }
         st.scanout = scanout;
     }
@@ -728,13 +612,7 @@ impl Shim {
             ));
             return;
         }
-        for enc in st.encoders.values() {
-            if enc.failed() || enc.subscribers() == 0 {
-                continue;
-            }
-            let h = handle.clone();
-            let _ = enc.push_draw(rect, DrawRelease::new(cookie, move |_, _| drop(h)));
-        }
+        self.core.encoders.draw(rect, cookie, &handle);
         for gl in st.gl_clients.values() {
             gl.draw(rect, handle.clone());
         }
@@ -762,11 +640,10 @@ impl Shim {
         for conn in self.core.conns.lock().unwrap().values() {
             conn.shutdown();
         }
-        let (encoders, streams, gls) = {
+        let (streams, gls) = {
             let mut st = self.core.state.lock().unwrap();
             st.scanout = None;
             (
-                st.encoders.drain().map(|(_, e)| e).collect::<Vec<_>>(),
                 st.streams.drain().map(|(_, c)| c).collect::<Vec<_>>(),
                 st.gl_clients.drain().map(|(_, c)| c).collect::<Vec<_>>(),
             )
@@ -777,9 +654,7 @@ impl Shim {
         for c in &gls {
             c.close();
         }
-        for e in encoders {
-            self.core.retire_encoder(e);
-        }
+        self.core.encoders.stop();
         let threads: Vec<_> = self.core.threads.lock().unwrap().drain(..).collect();
         for t in threads {
             let _ = t.join();
@@ -799,23 +674,17 @@ impl Drop for Shim {
 }
 
 fn stats_of(core: &Core) -> ShimStats {
-    let mut encoded: HashMap<VideoCodec, u64> = core.encoded_total.lock().unwrap().clone();
+    let Counters { encoded, bitrates } = core.encoders.counters();
     let mut clients = core.finished_clients.lock().unwrap().clone();
-    let mut bitrates = Vec::new();
-    {
-        let st = core.state.lock().unwrap();
-        for (c, e) in &st.encoders {
-            *encoded.entry(*c).or_default() += e.encoded();
-            if let Some(k) = e.current_kbps() {
-                bitrates.push((*c, k));
-            }
-        }
-        clients.extend(st.streams.values().map(|c| c.stats()));
-    }
+    clients.extend(
+        core.state
+            .lock()
+            .unwrap()
+            .streams
+            .values()
+            .map(|c| c.stats()),
+    );
     clients.sort_by_key(|c| c.id);
-    let mut encoded: Vec<_> = encoded.into_iter().collect();
-    encoded.sort_by_key(|(c, _)| c.to_u8());
-    bitrates.sort_by_key(|(c, _)| c.to_u8());
     ShimStats {
         ledger: core.ledger.stats(),
         encoded,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing spice-dmabuf needs on Debian 12 (bookworm):
 # GStreamer 1.22 development files and plugins (x264, vpx, jpeg, x265, libav), the spice-gtk
-# clients (spicy, spicy-screenshot, remote-viewer), Xvfb and screenshot tools, gcc, valgrind.
+# clients (spicy, spicy-screenshot, remote-viewer), Xvfb and screenshot tools, gcc, valgrind,
+# and for `spice-shim qemu` and its tests: QEMU, a private D-Bus daemon, a Debian kernel and
+# busybox for the test guest's initramfs.
 # Skips apt entirely when everything is already there.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   spice-client-gtk virt-viewer gir1.2-spiceclientglib-2.0
   xvfb x11-apps x11-utils imagemagick xdotool
+  qemu-system-x86 dbus-daemon linux-image-amd64 busybox-static cpio
 )
 
 missing=()

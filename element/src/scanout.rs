@@ -47,6 +47,8 @@ pub enum ScanoutError {
         rows: u32,
         needed: u64,
     },
+    #[error("fd #{index}: {why}")]
+    FdKind { index: usize, why: String },
     #[error("plane {plane}: cannot read the fd size: {err}")]
     FdSize { plane: usize, err: String },
     #[error("plane {plane} refers to fd #{index} but only {nfds} fd(s) were given")]
@@ -96,6 +98,54 @@ pub struct Scanout {
     parents: std::sync::OnceLock<Result<Vec<gst::Memory>, glib::BoolError>>,
 }
 
+/// `statfs` magic of the dma-buf pseudo file system (linux/magic.h).
+const DMA_BUF_MAGIC: i64 = 0x444d_4142;
+
+/// Checks that `fd` is a buffer that cannot shrink under a reader: a dmabuf, or a memfd sealed
+/// with `F_SEAL_SHRINK`. The pipeline maps the buffer and reads it with the CPU; if it could be
+/// truncated while a frame is read, the process would die of SIGBUS. Costs two syscalls for a
+/// dmabuf, three for a memfd, once per scanout.
+pub fn check_fd_kind(fd: BorrowedFd<'_>) -> Result<(), String> {
+    let fs = rustix::fs::fstatfs(fd).map_err(|e| format!("fstatfs failed: {e}"))?;
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
+    if fs.f_type as i64 == DMA_BUF_MAGIC {
+        return Ok(());
+    }
+    let st = rustix::fs::fstat(fd).map_err(|e| format!("fstat failed: {e}"))?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(format!(
+            "not a dmabuf, memfd or regular file (a {}); refused",
+            file_type_name(kind)
+        ));
+    }
+    match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) if seals.contains(rustix::fs::SealFlags::SHRINK) => Ok(()),
+        Ok(_) => Err(
+            "memfd not sealed against shrinking: add F_SEAL_SHRINK (fcntl F_ADD_SEALS), since truncating it while a frame is read would crash the process (SIGBUS); refused"
+                .into(),
+        ),
+        Err(_) => Err(
+            "regular file that cannot be sealed against shrinking: truncating it while a frame is read would crash the process (SIGBUS); pass a dmabuf or a memfd sealed with F_SEAL_SHRINK; refused"
+                .into(),
+        ),
+    }
+}
+
+fn file_type_name(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::Directory => "directory",
+        FileType::Socket => "socket",
+        FileType::Fifo => "pipe",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Symlink => "symbolic link",
+        FileType::RegularFile => "regular file",
+        _ => "file of unknown type",
+    }
+}
+
 /// Size of an fd: `fstat`, or `lseek(SEEK_END)` for dmabufs that report 0 there.
 fn fd_size(fd: BorrowedFd<'_>) -> Result<u64, String> {
     let st = rustix::fs::fstat(fd).map_err(|e| e.to_string())?;
@@ -137,6 +187,7 @@ impl Scanout {
         let mut fd_sizes = Vec::with_capacity(fds.len());
         let mut keys = Vec::with_capacity(fds.len());
         for (i, fd) in fds.iter().enumerate() {
+            check_fd_kind(fd.as_fd()).map_err(|why| ScanoutError::FdKind { index: i, why })?;
             let size = fd_size(fd.as_fd()).map_err(|err| ScanoutError::FdSize { plane: i, err })?;
             keys.push(
                 BufferKey::of(fd.as_fd(), size)
@@ -264,10 +315,48 @@ mod tests {
     use super::*;
     use crate::fourcc::fourcc_code;
 
-    fn memfd(size: u64) -> OwnedFd {
-        let fd = rustix::fs::memfd_create("scanout-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    fn unsealed_memfd(size: u64) -> OwnedFd {
+        use rustix::fs::MemfdFlags;
+        let fd = rustix::fs::memfd_create(
+            "scanout-test",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )
+        .unwrap();
         rustix::fs::ftruncate(&fd, size).unwrap();
         fd
+    }
+
+    fn memfd(size: u64) -> OwnedFd {
+        let fd = unsealed_memfd(size);
+        rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK).unwrap();
+        fd
+    }
+
+    fn xr24(w: u32, h: u32) -> ScanoutInfo {
+        info(w, h, b"XR24", vec![plane(0, 0, w * 4)])
+    }
+
+    #[test]
+    fn only_buffers_that_cannot_shrink_are_accepted() {
+        // A memfd that could be truncated under a reader: refused, naming the seal.
+        let err = Scanout::new(xr24(16, 16), vec![unsealed_memfd(1024)]).unwrap_err();
+        assert!(
+            matches!(&err, ScanoutError::FdKind { index: 0, why } if why.contains("F_SEAL_SHRINK")),
+            "{err}"
+        );
+        // A directory, a pipe, a plain file on a file system without seals: refused.
+        let dir = OwnedFd::from(std::fs::File::open("/").unwrap());
+        let err = Scanout::new(xr24(16, 16), vec![dir]).unwrap_err();
+        assert!(err.to_string().contains("(a directory)"), "{err}");
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let err = Scanout::new(xr24(1, 1), vec![r]).unwrap_err();
+        assert!(err.to_string().contains("(a pipe)"), "{err}");
+        // Sealed against shrinking: accepted.
+        Scanout::new(xr24(16, 16), vec![memfd(1024)]).unwrap();
+        // Only shrinking matters: a memfd sealed against growing too is fine.
+        let fd = memfd(1024);
+        rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::GROW).unwrap();
+        Scanout::new(xr24(16, 16), vec![fd]).unwrap();
     }
 
     fn info(w: u32, h: u32, fourcc: &[u8; 4], planes: Vec<Plane>) -> ScanoutInfo {

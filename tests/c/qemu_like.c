@@ -283,9 +283,11 @@ static void make_buffer(struct buffer *b, enum kind kind, uint32_t w, uint32_t h
         break;
     }
     snprintf(name, sizeof(name), MEMFD_PREFIX "%u", memfd_seq++);
-    b->fd = memfd_create(name, MFD_CLOEXEC);
+    b->fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     check(b->fd >= 0, "memfd_create: %s", strerror(errno));
     check(ftruncate(b->fd, (off_t)b->size) == 0, "ftruncate: %s", strerror(errno));
+    /* The shim refuses memfds that could shrink under a reader (SIGBUS). */
+    check(fcntl(b->fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0, "F_ADD_SEALS: %s", strerror(errno));
     b->map = mmap(NULL, b->size, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd, 0);
     check(b->map != MAP_FAILED, "mmap: %s", strerror(errno));
     if (kind == KIND_NV12) {

@@ -173,7 +173,11 @@ void spice_shim_gl_scanout(SpiceShim *shim, int fd, uint32_t width, uint32_t hei
  * Errors (more than 4 planes, NULL @offsets or @strides, unknown fourcc, wrong plane count for
  * the fourcc, non-linear modifier, an fd too small, ...) are logged in one line and reported by
  * spice_shim_last_error(); the scanout is then disabled, so later draws complete at once.
- * If @fds is NULL while @num_planes > 0, nothing can be closed.
+ * If @fds is NULL while @num_planes > 0, nothing can be closed. With more than 4 planes no
+ * array is read at all (their length is not believable), so no fd is taken either.
+ * Every fd must be a dmabuf or a memfd sealed against shrinking (F_SEAL_SHRINK); anything else
+ * (an unsealed memfd, a plain file, a directory, a pipe) is refused, since a buffer truncated
+ * while a frame is read would crash the process with SIGBUS.
  */
 void spice_shim_gl_scanout2(SpiceShim *shim, const int *fds, uint32_t width, uint32_t height,
                             const uint32_t *offsets, const uint32_t *strides,

@@ -598,10 +598,13 @@ pub unsafe extern "C" fn spice_shim_gl_scanout2(
     clear_error();
     const WHAT: &str = "gl_scanout2";
     let n = num_planes as usize;
-    let raw: Vec<RawFd> = if fds.is_null() || n == 0 {
+    // More planes than any format has: the count is not believable, so none of the arrays is
+    // read (their real length is unknown) and no fd is taken.
+    let raw: Vec<RawFd> = if fds.is_null() || n == 0 || n > MAX_PLANES {
         Vec::new()
     } else {
-        // SAFETY: per the contract `fds` points to `num_planes` ints.
+        // SAFETY: per the contract `fds` points to `num_planes` ints, and that count is at
+        // most MAX_PLANES.
         unsafe { std::slice::from_raw_parts(fds, n) }.to_vec()
     };
     let (owned, index, not_open) = own_fds(&raw);
@@ -633,7 +636,9 @@ pub unsafe extern "C" fn spice_shim_gl_scanout2(
             refuse_scanout(
                 s,
                 WHAT,
-                &format!("{n} planes (1 to {MAX_PLANES} supported)"),
+                &format!(
+                    "{n} planes (1 to {MAX_PLANES} supported; the arrays were not read and the fds not taken)"
+                ),
             );
             return;
         }
@@ -1291,7 +1296,8 @@ mod tests {
             assert!(!still_open(tiled, &name));
             spice_shim_gl_draw_async(shim, 0, 0, 16, 16, 4);
             wait_for(&rec, 4);
-            // Five planes: refused, every fd closed.
+            // Five planes: refused without reading the arrays, so no fd is taken (the caller's
+            // arrays may be shorter than what it claims).
             let five: Vec<RawFd> = (0..5).map(|_| memfd(4096)).collect();
             let names: Vec<String> = five.iter().map(|&fd| link(fd)).collect();
             spice_shim_gl_scanout2(
@@ -1307,7 +1313,31 @@ mod tests {
                 1,
             );
             assert!(last_error().unwrap().contains("5 planes"));
-            assert!(five.iter().zip(&names).all(|(&fd, n)| !still_open(fd, n)));
+            assert!(five.iter().zip(&names).all(|(&fd, n)| still_open(fd, n)));
+            for fd in five {
+                drop(OwnedFd::from_raw_fd(fd));
+            }
+            // UINT32_MAX planes with one-element arrays: nothing is read past them (reading
+            // 2^32 entries would crash), the scanout is refused and later draws complete.
+            let one = memfd(4096);
+            let one_name = link(one);
+            spice_shim_gl_scanout2(
+                shim,
+                [one].as_ptr(),
+                16,
+                16,
+                [0u32].as_ptr(),
+                [64u32].as_ptr(),
+                u32::MAX,
+                XR24,
+                0,
+                1,
+            );
+            assert!(last_error().unwrap().contains("4294967295 planes"));
+            assert!(still_open(one, &one_name));
+            drop(OwnedFd::from_raw_fd(one));
+            spice_shim_gl_draw_async(shim, 0, 0, 16, 16, 100);
+            wait_for(&rec, 5);
             // Disabled with NULL arrays (QEMU's scanout2 disable).
             spice_shim_gl_scanout2(
                 shim,
@@ -1356,6 +1386,8 @@ mod tests {
         }
         let mut got = rec.cookies.lock().unwrap().clone();
         got.sort_unstable();
-        assert_eq!(got, (1..20).collect::<Vec<_>>());
+        let mut want: Vec<u64> = (1..20).collect();
+        want.push(100);
+        assert_eq!(got, want);
     }
 }

@@ -15,6 +15,7 @@ packages=(
   spice-client-gtk virt-viewer gir1.2-spiceclientglib-2.0
   xvfb x11-apps x11-utils imagemagick xdotool
   qemu-system-x86 dbus-daemon linux-image-amd64 busybox-static cpio
+  openssl
 )
 
 missing=()

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use spice_shim_core::Config;
 use spice_shim_core::options::parse_codecs;
 use spice_shim_core::shim::default_pipelines_dir;
+use spice_shim_core::{Config, TlsListen};
 
 /// Options of the SPICE server, flattened into `serve` and `qemu`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +30,23 @@ pub struct ServerArgs {
     /// Read the SPICE password from the first line of this file (instead of SPICE_PASSWORD).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Also listen for TLS connections here (QEMU's tls-port); needs --x509-dir.
+    #[arg(long, value_name = "ADDR:PORT", requires = "x509_dir")]
+    pub tls_listen: Option<String>,
+    /// Directory with ca-cert.pem, server-cert.pem and server-key.pem (as QEMU's x509-dir).
+    #[arg(long, value_name = "DIR", requires = "tls_listen")]
+    pub x509_dir: Option<PathBuf>,
+    /// Channels that must use TLS (main, display, inputs, cursor, default) [default: all].
+    #[arg(long, value_delimiter = ',', requires = "tls_listen")]
+    pub tls_channels: Vec<String>,
+    /// Channels that may still link on the plain port (main, display, inputs, cursor,
+    /// default).
+    #[arg(long, value_delimiter = ',', requires = "tls_listen")]
+    pub plaintext_channels: Vec<String>,
+    /// Allow a non-loopback --listen address with neither a password nor TLS (any host on the
+    /// network may then connect).
+    #[arg(long)]
+    pub disable_ticketing: bool,
 }
 
 impl ServerArgs {
@@ -40,6 +57,9 @@ impl ServerArgs {
             parse_codecs(&self.video_codecs).map_err(|e| anyhow::anyhow!("--video-codecs: {e}"))?;
         if !(1..=10_000).contains(&self.mm_latency) {
             anyhow::bail!("--mm-latency must be 1..=10000 ms");
+        }
+        if self.disable_ticketing && self.password_file.is_some() {
+            anyhow::bail!("--disable-ticketing cannot be combined with --password-file");
         }
         let password = match &self.password_file {
             Some(path) => {
@@ -54,9 +74,19 @@ impl ServerArgs {
                 }
                 Some(first)
             }
+            None if self.disable_ticketing => None,
             None => std::env::var("SPICE_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty()),
+        };
+        let tls = match (&self.tls_listen, &self.x509_dir) {
+            (Some(addr), Some(dir)) => {
+                let mut t = TlsListen::new(addr.clone(), dir.clone());
+                t.set_channel_lists(&self.tls_channels, &self.plaintext_channels)
+                    .map_err(anyhow::Error::msg)?;
+                Some(t)
+            }
+            _ => None,
         };
         Ok(Config {
             tcp: Some(self.listen.clone()),
@@ -65,6 +95,8 @@ impl ServerArgs {
             pipelines_dir: self.pipelines.clone().unwrap_or_else(default_pipelines_dir),
             password,
             mm_latency_ms: self.mm_latency,
+            disable_ticketing: self.disable_ticketing,
+            tls,
             ..Config::default()
         })
     }

@@ -20,6 +20,10 @@ mod outbox;
 pub mod proto;
 pub mod ratecontrol;
 pub mod shim;
+pub mod throttle;
 pub mod ticket;
+pub mod tls;
 
-pub use shim::{ClientStats, Config, InputFn, Shim, ShimError, ShimStats};
+pub use shim::{
+    ClientStats, Config, InputFn, OptionSpelling, Shim, ShimError, ShimStats, TlsListen,
+};

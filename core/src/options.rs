@@ -4,7 +4,16 @@
 use std::path::PathBuf;
 
 use crate::proto::VideoCodec;
-use crate::shim::Config;
+use crate::shim::{Config, TlsListen};
+
+/// `host:port`, with brackets around an IPv6 host.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
 /// Parses a codec list such as `h264,vp8` or `h264:vp8` (preference order).
 pub fn parse_codecs(s: &str) -> Result<Vec<VideoCodec>, String> {
@@ -106,6 +115,10 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
     let mut disable_ticketing = false;
     let mut mm_latency: Option<u32> = None;
     let mut gl_timeout: Option<u32> = None;
+    let mut tls_port: Option<u16> = None;
+    let mut x509_dir: Option<PathBuf> = None;
+    let mut tls_channels: Vec<String> = Vec::new();
+    let mut plaintext_channels: Vec<String> = Vec::new();
 
     for item in split_options(options) {
         let (key, value) = match item.split_once('=') {
@@ -139,6 +152,24 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
                     }
                     Err(_) => unix = Some(v),
                 }
+            }
+            "tls-port" => {
+                let v = need(value)?;
+                tls_port =
+                    Some(v.parse::<u16>().map_err(|_| {
+                        format!("bad value for tls-port: '{v}' (expected 0..65535)")
+                    })?);
+            }
+            "x509-dir" => x509_dir = Some(PathBuf::from(need(value)?)),
+            // QEMU repeats them (tls-channels=main,tls-channels=display); ':' lists work too.
+            "tls-channels" | "plaintext-channels" => {
+                let v = need(value)?;
+                let list = if key == "tls-channels" {
+                    &mut tls_channels
+                } else {
+                    &mut plaintext_channels
+                };
+                list.extend(v.split(':').filter(|c| !c.is_empty()).map(str::to_owned));
             }
             "video-codecs" | "video-codec" => codecs = Some(parse_video_codecs(&need(value)?)?),
             "pipelines" => pipelines = Some(PathBuf::from(need(value)?)),
@@ -193,16 +224,34 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
         }
         unix = Some(path);
     }
-    let tcp = if unix.is_some() && addr.is_none() && port.is_none() {
+    let tls = match (tls_port, x509_dir) {
+        (Some(p), Some(dir)) => {
+            let host = match &addr {
+                Some(h) if !unix_flag => h.clone(),
+                _ => "127.0.0.1".into(),
+            };
+            let mut t = TlsListen::new(join_host_port(&host, p), dir);
+            t.set_channel_lists(&tls_channels, &plaintext_channels)
+                .map_err(|e| format!("bad channel list: {e}"))?;
+            Some(t)
+        }
+        (Some(_), None) => return Err("tls-port= needs x509-dir=DIR".into()),
+        (None, Some(_)) => return Err("x509-dir= needs tls-port=N".into()),
+        (None, None) => {
+            if !tls_channels.is_empty() || !plaintext_channels.is_empty() {
+                return Err("tls-channels= and plaintext-channels= need tls-port=".into());
+            }
+            None
+        }
+    };
+    // As in QEMU: tls-port= without port= listens on the TLS port only.
+    let tcp = if (unix.is_some() && addr.is_none() && port.is_none())
+        || (tls.is_some() && port.is_none())
+    {
         None
     } else {
         let host = addr.unwrap_or_else(|| "127.0.0.1".into());
-        let port = port.unwrap_or(5930);
-        Some(if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        })
+        Some(join_host_port(&host, port.unwrap_or(5930)))
     };
     let defaults = Config::default();
     Ok(Config {
@@ -211,10 +260,55 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
         codecs: codecs.unwrap_or(defaults.codecs),
         pipelines_dir: pipelines.unwrap_or_else(default_pipelines),
         password: if disable_ticketing { None } else { password },
+        disable_ticketing,
+        tls,
+        spelling: crate::shim::OptionSpelling::OptionString,
         mm_latency_ms: mm_latency.unwrap_or(defaults.mm_latency_ms),
         gl_done_timeout: gl_timeout
             .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
             .unwrap_or(defaults.gl_done_timeout),
         ..defaults
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::consts::channel_type::{CURSOR, DISPLAY, INPUTS, MAIN};
+
+    fn parse_ok(s: &str) -> Config {
+        parse(s, || PathBuf::from("/p")).unwrap()
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = parse_ok("port=5930,tls-port=5931,x509-dir=/x");
+        let t = c.tls.unwrap();
+        assert_eq!(t.addr, "127.0.0.1:5931");
+        assert_eq!(t.x509_dir, PathBuf::from("/x"));
+        assert_eq!(t.secure_channels, [MAIN, DISPLAY, INPUTS, CURSOR]);
+        assert_eq!(c.tcp.as_deref(), Some("127.0.0.1:5930"));
+        // As QEMU: a TLS port alone means no plain port.
+        let c = parse_ok("addr=::1,tls-port=5931,x509-dir=/x");
+        assert_eq!(c.tcp, None);
+        assert_eq!(c.tls.unwrap().addr, "[::1]:5931");
+        // Channel lists, QEMU style (repeated) or ':'-separated.
+        let c = parse_ok(
+            "port=1,tls-port=2,x509-dir=/x,plaintext-channels=inputs,plaintext-channels=cursor",
+        );
+        assert_eq!(c.tls.unwrap().secure_channels, [MAIN, DISPLAY]);
+        let c = parse_ok(
+            "port=1,tls-port=2,x509-dir=/x,tls-channels=main:display,plaintext-channels=default",
+        );
+        assert_eq!(c.tls.unwrap().secure_channels, [MAIN, DISPLAY]);
+        let err = |s: &str| parse(s, || PathBuf::from("/p")).unwrap_err();
+        assert_eq!(err("tls-port=2"), "tls-port= needs x509-dir=DIR");
+        assert_eq!(err("x509-dir=/x"), "x509-dir= needs tls-port=N");
+        assert!(err("tls-port=2,x509-dir=/x,tls-channels=usb").contains("unknown channel 'usb'"));
+        assert!(
+            err("tls-port=2,x509-dir=/x,tls-channels=main,plaintext-channels=main")
+                .contains("main is in both")
+        );
+        assert!(err("tls-channels=main").contains("need tls-port="));
+    }
 }

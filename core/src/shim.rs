@@ -10,7 +10,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,14 +26,19 @@ use crate::ledger::{CompleteFn, Ledger, LedgerStats};
 use crate::log;
 use crate::mouse::MouseModes;
 use crate::proto::consts::{channel_type, link_err};
-use crate::proto::{InputEvent, LinkMess, VideoCodec};
+use crate::proto::{HeaderKind, InputEvent, LinkMess, VideoCodec};
+use crate::throttle::Throttle;
 use crate::ticket::TicketKey;
+use crate::tls::{TlsConfig, TlsError};
 
 /// Departed clients whose counters are kept for the exit report.
 const MAX_FINISHED: usize = 256;
-/// Connections served at once; more are closed at accept (a connection flood must not exhaust
-/// threads).
-const MAX_CONNECTIONS: usize = 128;
+/// Connections in the link stage at once. When one more arrives, the oldest is dropped: a real
+/// client links in milliseconds, so the oldest is the likeliest to be a peer that stalls on
+/// purpose, and a flood of them cannot keep a new client out.
+const MAX_HANDSHAKES: usize = 64;
+/// Linked channels at once (their own room: handshakes in progress do not count).
+const MAX_LINKED: usize = 128;
 
 /// Callback for keyboard and mouse events from the inputs channel.
 pub type InputFn = Arc<dyn Fn(&InputEvent) + Send + Sync>;
@@ -43,10 +48,16 @@ pub type InputFn = Arc<dyn Fn(&InputEvent) + Send + Sync>;
 pub enum ShimError {
     #[error("cannot listen on {addr}: {err}")]
     Listen { addr: String, err: std::io::Error },
+    #[error(
+        "refusing to listen on {addr}: it is not a loopback address and there is neither a password nor TLS, so any host could connect; {hint}"
+    )]
+    Exposed { addr: String, hint: &'static str },
     #[error("no usable video codec: {0}")]
     NoCodec(String),
     #[error("cannot create the ticket key: {0}")]
     Key(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("GStreamer: {0}")]
     Gst(String),
 }
@@ -70,6 +81,120 @@ pub struct Config {
     pub gl_done_timeout: Duration,
     /// Encoded frames queued per remote client before frames are dropped for it.
     pub max_queued_frames: usize,
+    /// How long a connection may take for the whole link stage.
+    pub handshake_timeout: Duration,
+    /// Allow a non-loopback address without a password or TLS.
+    pub disable_ticketing: bool,
+    /// A TLS port, and which channels must use it.
+    pub tls: Option<TlsListen>,
+    /// How the front end spells its options, for messages that name them.
+    pub spelling: OptionSpelling,
+}
+
+/// The TLS port (QEMU's `tls-port`): where, with which certificate, and which channels may
+/// still link on the plain port.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// `host:port`.
+    pub addr: String,
+    /// Holds `ca-cert.pem`, `server-cert.pem` and `server-key.pem`.
+    pub x509_dir: PathBuf,
+    /// Channel types that must use TLS: a link on the plain port gets
+    /// SPICE_LINK_ERR_NEED_SECURED and the client retries on the TLS port. Default: all.
+    pub secure_channels: Vec<u8>,
+}
+
+impl TlsListen {
+    /// Every channel this server has.
+    pub const ALL_CHANNELS: [u8; 4] = [
+        channel_type::MAIN,
+        channel_type::DISPLAY,
+        channel_type::INPUTS,
+        channel_type::CURSOR,
+    ];
+
+    /// A TLS port on `addr` that every channel must use.
+    pub fn new(addr: String, x509_dir: PathBuf) -> Self {
+        Self {
+            addr,
+            x509_dir,
+            secure_channels: Self::ALL_CHANNELS.to_vec(),
+        }
+    }
+
+    /// Applies QEMU's `tls-channels`/`plaintext-channels` lists (channel names, or `default`
+    /// for every channel not named in the other list).
+    pub fn set_channel_lists(
+        &mut self,
+        tls: &[String],
+        plaintext: &[String],
+    ) -> Result<(), String> {
+        let parse = |list: &[String]| -> Result<(Vec<u8>, bool), String> {
+            let mut out = Vec::new();
+            let mut default = false;
+            for name in list {
+                match name.as_str() {
+                    "default" => default = true,
+                    "main" => out.push(channel_type::MAIN),
+                    "display" => out.push(channel_type::DISPLAY),
+                    "inputs" => out.push(channel_type::INPUTS),
+                    "cursor" => out.push(channel_type::CURSOR),
+                    other => {
+                        return Err(format!(
+                            "unknown channel '{other}' (known: main, display, inputs, cursor, default)"
+                        ));
+                    }
+                }
+            }
+            Ok((out, default))
+        };
+        let (secure, secure_default) = parse(tls)?;
+        let (plain, plain_default) = parse(plaintext)?;
+        if secure_default && plain_default {
+            return Err("'default' cannot be in both tls-channels and plaintext-channels".into());
+        }
+        if let Some(c) = secure.iter().find(|c| plain.contains(c)) {
+            return Err(format!(
+                "channel {} is in both tls-channels and plaintext-channels",
+                channel_type::name(*c)
+            ));
+        }
+        self.secure_channels = Self::ALL_CHANNELS
+            .into_iter()
+            .filter(|c| secure.contains(c) || (!plain.contains(c) && !plain_default))
+            .collect();
+        Ok(())
+    }
+}
+
+/// How a front end spells the options that messages name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptionSpelling {
+    /// `spice-shim serve`/`qemu`: `--disable-ticketing`, `SPICE_PASSWORD`.
+    #[default]
+    CommandLine,
+    /// The C library's QEMU-style option string: `disable-ticketing=on`, `password-file=`.
+    OptionString,
+}
+
+impl OptionSpelling {
+    fn exposed_hint(self) -> &'static str {
+        match self {
+            OptionSpelling::CommandLine => {
+                "set a password (SPICE_PASSWORD or --password-file), or allow it with --disable-ticketing"
+            }
+            OptionSpelling::OptionString => {
+                "set a password (password-secret= or password-file=), or allow it with disable-ticketing=on"
+            }
+        }
+    }
+
+    fn no_password_hint(self) -> &'static str {
+        match self {
+            OptionSpelling::CommandLine => "set SPICE_PASSWORD or --password-file to require one",
+            OptionSpelling::OptionString => "set password-secret= or password-file= to require one",
+        }
+    }
 }
 
 impl Default for Config {
@@ -83,6 +208,10 @@ impl Default for Config {
             mm_latency_ms: 150,
             gl_done_timeout: Duration::from_secs(1),
             max_queued_frames: 8,
+            handshake_timeout: Duration::from_secs(10),
+            disable_ticketing: false,
+            tls: None,
+            spelling: OptionSpelling::CommandLine,
         }
     }
 }
@@ -188,8 +317,12 @@ pub(crate) struct Core {
     next_id: AtomicU64,
     finished_clients: Mutex<Vec<ClientStats>>,
     conns: Mutex<HashMap<u64, Conn>>,
-    /// Connections being served (link stage included).
-    active: std::sync::atomic::AtomicUsize,
+    /// Connections in the link stage: since when, and a handle to drop them.
+    handshakes: Mutex<HashMap<u64, (Instant, Conn)>>,
+    /// Linked channels being served.
+    linked: AtomicUsize,
+    /// Wrong tickets per address.
+    throttle: Mutex<Throttle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -251,6 +384,9 @@ impl Core {
         while !self.stopping.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
             self.encoders.tend();
+            for line in self.throttle.lock().unwrap().expire(Instant::now()) {
+                log::info(&line);
+            }
         }
     }
 
@@ -284,8 +420,20 @@ impl Core {
         }
     }
 
-    fn admit(&self, mess: &LinkMess) -> Result<(), u32> {
+    fn admit(&self, mess: &LinkMess, secure: bool) -> Result<(), u32> {
+        if !secure
+            && let Some(t) = &self.config.tls
+            && t.secure_channels.contains(&mess.channel_type)
+        {
+            return Err(link_err::NEED_SECURED);
+        }
         if self.stopping.load(Ordering::Acquire) {
+            return Err(link_err::ERROR);
+        }
+        if self.linked.load(Ordering::Acquire) >= MAX_LINKED {
+            log::warn(&format!(
+                "link refused: {MAX_LINKED} channels already linked"
+            ));
             return Err(link_err::ERROR);
         }
         match mess.channel_type {
@@ -320,14 +468,43 @@ impl Core {
         }
     }
 
-    fn handle_connection(self: Arc<Self>, mut conn: Conn) {
+    /// Takes a new connection into the link stage, dropping the oldest one in it if there
+    /// are already [`MAX_HANDSHAKES`].
+    fn begin_handshake(&self, conn: &Conn) -> Option<u64> {
+        let handle = conn.try_clone().ok()?;
+        let id = self.next_id();
+        let mut hs = self.handshakes.lock().unwrap();
+        if hs.len() >= MAX_HANDSHAKES {
+            let oldest = hs.iter().min_by_key(|(_, (t, _))| *t).map(|(id, _)| *id);
+            if let Some((_, old)) = oldest.and_then(|o| hs.remove(&o)) {
+                log::debug(&format!(
+                    "{}: dropped: {MAX_HANDSHAKES} connections in the link stage and this one is the oldest",
+                    old.peer()
+                ));
+                old.shutdown();
+            }
+        }
+        hs.insert(id, (Instant::now(), handle));
+        Some(id)
+    }
+
+    fn handle_connection(self: Arc<Self>, mut conn: Conn, handshake_id: u64) {
         let peer = conn.peer();
+        let peer_ip = conn.peer_ip();
+        // Unix sockets are local: as private as TLS.
+        let secure = matches!(conn, Conn::Tls(_) | Conn::Unix(_));
         let linked = handshake::handshake(
             &mut conn,
-            &self.key,
-            self.config.password.as_deref(),
-            &|m| self.admit(m),
+            peer_ip,
+            &handshake::Policy {
+                key: &self.key,
+                password: self.config.password.as_deref(),
+                admit: &|m| self.admit(m, secure),
+                throttle: &self.throttle,
+                deadline: Instant::now() + self.config.handshake_timeout,
+            },
         );
+        self.handshakes.lock().unwrap().remove(&handshake_id);
         let Linked { mess, header } = match linked {
             Ok(l) => l,
             Err(e) => {
@@ -335,6 +512,18 @@ impl Core {
                 return;
             }
         };
+        self.linked.fetch_add(1, Ordering::AcqRel);
+        self.serve_linked(conn, peer, mess, header);
+        self.linked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn serve_linked(
+        self: &Arc<Self>,
+        conn: Conn,
+        peer: String,
+        mess: LinkMess,
+        header: HeaderKind,
+    ) {
         let id = self.next_id();
         self.register_conn(id, &conn);
         log::info(&format!(
@@ -344,13 +533,13 @@ impl Core {
         match mess.channel_type {
             channel_type::MAIN => {
                 let session = self.new_session();
-                crate::main_channel::run(&self, id, conn, header, session);
+                crate::main_channel::run(self, id, conn, header, session);
                 self.state.lock().unwrap().sessions.remove(&session);
             }
             channel_type::DISPLAY => {
-                crate::display::run(&self, id, conn, header, &mess, peer.clone())
+                crate::display::run(self, id, conn, header, &mess, peer.clone())
             }
-            channel_type::INPUTS => crate::inputs_channel::run(&self, conn, header),
+            channel_type::INPUTS => crate::inputs_channel::run(self, conn, header),
             _ => {}
         }
         self.unregister_conn(id);
@@ -365,6 +554,7 @@ impl Core {
 pub struct Shim {
     core: Arc<Core>,
     tcp_addr: Option<std::net::SocketAddr>,
+    tls_addr: Option<std::net::SocketAddr>,
     unix_path: Option<PathBuf>,
     accept_threads: Vec<JoinHandle<()>>,
 }
@@ -407,29 +597,30 @@ impl Shim {
                 .join(", ")
         ));
         if config.password.is_none() {
-            log::warn(
-                "no password set: any client may connect (set SPICE_PASSWORD or password-file= to require one)",
-            );
+            log::warn(&format!(
+                "no password set: any client may connect ({})",
+                config.spelling.no_password_hint()
+            ));
         }
         let key = TicketKey::generate().map_err(|e| ShimError::Key(e.to_string()))?;
 
+        let tls = match &config.tls {
+            Some(t) => Some((TlsConfig::from_x509_dir(&t.x509_dir)?, bind(&t.addr)?.0)),
+            None => None,
+        };
         let tcp = match &config.tcp {
             Some(addr) => {
-                let sock = addr
-                    .to_socket_addrs()
-                    .map_err(|err| ShimError::Listen {
+                let (l, sock) = bind(addr)?;
+                if !sock.ip().is_loopback()
+                    && config.password.is_none()
+                    && config.tls.is_none()
+                    && !config.disable_ticketing
+                {
+                    return Err(ShimError::Exposed {
                         addr: addr.clone(),
-                        err,
-                    })?
-                    .next()
-                    .ok_or_else(|| ShimError::Listen {
-                        addr: addr.clone(),
-                        err: std::io::ErrorKind::NotFound.into(),
-                    })?;
-                let l = TcpListener::bind(sock).map_err(|err| ShimError::Listen {
-                    addr: addr.clone(),
-                    err,
-                })?;
+                        hint: config.spelling.exposed_hint(),
+                    });
+                }
                 Some(l)
             }
             None => None,
@@ -468,7 +659,9 @@ impl Shim {
             next_id: AtomicU64::new(1),
             finished_clients: Mutex::default(),
             conns: Mutex::default(),
-            active: std::sync::atomic::AtomicUsize::new(0),
+            handshakes: Mutex::default(),
+            linked: AtomicUsize::new(0),
+            throttle: Mutex::default(),
             threads: Mutex::default(),
         });
 
@@ -501,6 +694,40 @@ impl Shim {
                     .expect("spawn the accept thread"),
             );
         }
+        let mut tls_addr = None;
+        if let Some((tls, l)) = tls {
+            tls_addr = l.local_addr().ok();
+            let t = config.tls.as_ref().expect("TLS configured");
+            log::info(&format!(
+                "listening on spice+tls://{} (certificate from {}); channels that must use TLS: {}",
+                tls_addr.map(|a| a.to_string()).unwrap_or_default(),
+                t.x509_dir.display(),
+                if t.secure_channels.is_empty() {
+                    "none".to_string()
+                } else {
+                    t.secure_channels
+                        .iter()
+                        .map(|c| channel_type::name(*c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+            l.set_nonblocking(true).ok();
+            let weak = Arc::downgrade(&core);
+            accept_threads.push(
+                std::thread::Builder::new()
+                    .name("shim-accept-tls".into())
+                    .spawn(move || {
+                        accept_loop(weak, || {
+                            let (s, _) = l.accept()?;
+                            let _ = s.set_nodelay(true);
+                            let _ = s.set_nonblocking(false);
+                            Ok(Conn::Tls(Box::new(tls.accept(s)?)))
+                        })
+                    })
+                    .expect("spawn the accept thread"),
+            );
+        }
         if let Some(l) = unix {
             log::info(&format!(
                 "listening on spice+unix://{}",
@@ -525,9 +752,15 @@ impl Shim {
         Ok(Shim {
             core,
             tcp_addr,
+            tls_addr,
             unix_path: config.unix.clone(),
             accept_threads,
         })
+    }
+
+    /// The TLS address actually listened on.
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tls_addr
     }
 
     /// The TCP address actually listened on.
@@ -640,6 +873,9 @@ impl Shim {
         for conn in self.core.conns.lock().unwrap().values() {
             conn.shutdown();
         }
+        for (_, conn) in self.core.handshakes.lock().unwrap().values() {
+            conn.shutdown();
+        }
         let (streams, gls) = {
             let mut st = self.core.state.lock().unwrap();
             st.scanout = None;
@@ -693,6 +929,21 @@ fn stats_of(core: &Core) -> ShimStats {
     }
 }
 
+/// Resolves and binds `addr` (`host:port`).
+fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), ShimError> {
+    let listen = |err| ShimError::Listen {
+        addr: addr.to_owned(),
+        err,
+    };
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(listen)?
+        .next()
+        .ok_or_else(|| listen(std::io::ErrorKind::NotFound.into()))?;
+    let l = TcpListener::bind(sock).map_err(listen)?;
+    Ok((l, sock))
+}
+
 fn accept_loop(core: Weak<Core>, accept: impl Fn() -> std::io::Result<Conn>) {
     loop {
         let Some(c) = core.upgrade() else { return };
@@ -701,19 +952,11 @@ fn accept_loop(core: Weak<Core>, accept: impl Fn() -> std::io::Result<Conn>) {
         }
         match accept() {
             Ok(conn) => {
-                if c.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    c.active.fetch_sub(1, Ordering::AcqRel);
-                    log::warn(&format!(
-                        "{}: refused, {MAX_CONNECTIONS} connections already served",
-                        conn.peer()
-                    ));
+                let Some(id) = c.begin_handshake(&conn) else {
                     continue;
-                }
+                };
                 let core2 = c.clone();
-                c.spawn("shim-conn", move || {
-                    core2.clone().handle_connection(conn);
-                    core2.active.fetch_sub(1, Ordering::AcqRel);
-                });
+                c.spawn("shim-conn", move || core2.handle_connection(conn, id));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 drop(c);

@@ -302,8 +302,9 @@ pub fn display_peers(stderr: &str) -> Vec<String> {
 
 /// How a spicy-screenshot run ended.
 pub struct Screenshot {
-    /// `None` when it was killed after [`CLIENT_TIMEOUT`].
+    /// `None` when it was killed after `timeout`.
     pub status: Option<ExitStatus>,
+    pub timeout: Duration,
     pub out: PathBuf,
     /// spicy-screenshot's output, then the server's.
     pub logs: String,
@@ -317,8 +318,8 @@ impl Screenshot {
             Some(s) if s.success() => {}
             Some(s) => panic!("spicy-screenshot failed with {s}\n{}", self.logs),
             None => panic!(
-                "spicy-screenshot wrote no picture within {CLIENT_TIMEOUT:?}\n{}",
-                self.logs
+                "spicy-screenshot wrote no picture within {:?}\n{}",
+                self.timeout, self.logs
             ),
         }
         let image = test_guest::read_ppm(&self.out)
@@ -345,8 +346,8 @@ impl Screenshot {
             Some(s) if !s.success() => {}
             Some(s) => panic!("spicy-screenshot exited with {s}\n{}", self.logs),
             None => panic!(
-                "spicy-screenshot was neither refused nor served within {CLIENT_TIMEOUT:?}\n{}",
-                self.logs
+                "spicy-screenshot was neither refused nor served within {:?}\n{}",
+                self.timeout, self.logs
             ),
         }
         assert!(
@@ -366,6 +367,17 @@ pub fn spicy_screenshot(
     server: &Server,
     password: Option<&str>,
 ) -> Screenshot {
+    spicy_screenshot_within(dir, name, server, password, CLIENT_TIMEOUT)
+}
+
+/// [`spicy_screenshot`], killed after `timeout`.
+pub fn spicy_screenshot_within(
+    dir: &TempDir,
+    name: &str,
+    server: &Server,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Screenshot {
     let out = dir.join(&format!("{name}.ppm"));
     let mut cmd = Command::new("spicy-screenshot");
     cmd.args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "-o"])
@@ -374,10 +386,11 @@ pub fn spicy_screenshot(
         cmd.args(["-w", p]);
     }
     let mut proc = ChildGuard::spawn(name, cmd, dir);
-    let status = proc.wait_timeout(CLIENT_TIMEOUT);
+    let status = proc.wait_timeout(timeout);
     proc.kill();
     Screenshot {
         status,
+        timeout,
         out,
         logs: format!("{}\n{}", proc.logs(), server.logs()),
     }

@@ -28,9 +28,16 @@ enum Item {
     Fd(OwnedFd),
 }
 
+/// Bytes of control messages a client may leave unread before its channel is closed. A real
+/// client reads its replies at once; one that sends requests and never reads would otherwise
+/// grow this queue without bound.
+pub const MAX_CONTROL_BYTES: usize = 1 << 20;
+
 struct State {
     items: VecDeque<Item>,
     stream_items: usize,
+    /// Bytes of the queued control messages.
+    control_bytes: usize,
     closed: bool,
     enc: FrameEncoder,
 }
@@ -50,6 +57,7 @@ impl Outbox {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 stream_items: 0,
+                control_bytes: 0,
                 closed: false,
                 enc: FrameEncoder::new(kind),
             }),
@@ -92,11 +100,22 @@ impl Outbox {
             return false;
         }
         match st.enc.encode(msg) {
-            Ok(bytes) => st.items.push_back(Item::Bytes(bytes)),
+            Ok(bytes) => {
+                st.control_bytes += bytes.len();
+                st.items.push_back(Item::Bytes(bytes));
+            }
             Err(e) => {
                 crate::log::error(&format!("cannot build message {}: {e}", M::MSG_TYPE));
                 return true;
             }
+        }
+        if st.control_bytes > MAX_CONTROL_BYTES {
+            drop(st);
+            crate::log::warn(&format!(
+                "a client left more than {MAX_CONTROL_BYTES} bytes of replies unread; closing its channel"
+            ));
+            self.close();
+            return false;
         }
         drop(st);
         self.cond.notify_one();
@@ -110,6 +129,7 @@ impl Outbox {
             return false;
         }
         if let Ok(bytes) = st.enc.encode(msg) {
+            st.control_bytes += bytes.len();
             st.items.push_back(Item::Bytes(bytes));
             st.items.push_back(Item::Fd(fd));
         }
@@ -155,6 +175,7 @@ impl Outbox {
         st.closed = true;
         st.items.clear();
         st.stream_items = 0;
+        st.control_bytes = 0;
         drop(st);
         self.cond.notify_all();
     }
@@ -172,8 +193,10 @@ impl Outbox {
                         return;
                     }
                     if let Some(item) = st.items.pop_front() {
-                        if matches!(item, Item::Stream { .. }) {
-                            st.stream_items -= 1;
+                        match &item {
+                            Item::Stream { .. } => st.stream_items -= 1,
+                            Item::Bytes(b) => st.control_bytes -= b.len(),
+                            Item::Fd(_) => {}
                         }
                         break item;
                     }
@@ -220,5 +243,24 @@ fn send_fd(conn: &Conn, fd: &OwnedFd) -> io::Result<()> {
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::MouseMotionAck;
+
+    #[test]
+    fn unread_replies_close_the_channel() {
+        let o = Outbox::new(HeaderKind::Mini);
+        let mut sent = 0usize;
+        while o.send(&MouseMotionAck) {
+            sent += 1;
+            assert!(sent < 10 * MAX_CONTROL_BYTES, "the queue never filled");
+        }
+        assert!(o.is_closed());
+        // Each message is a 6-byte mini header: the limit, not more, was queued.
+        assert_eq!(sent, MAX_CONTROL_BYTES / 6);
     }
 }

@@ -1,4 +1,16 @@
 //! `spice-shim qemu`: serves a running QEMU's display (`-display dbus`) to SPICE clients.
+//!
+//! The SPICE server starts first (clients may connect while QEMU is not there yet), then the
+//! front end (`spice-shim-qemu`) waits for QEMU on its bus and feeds the server until QEMU goes
+//! away or SIGINT/SIGTERM. The exit report is the one `serve` prints.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use spice_shim_core::{Shim, log};
+use spice_shim_qemu::{Exit, Frontend, Target};
 
 use crate::server_args::ServerArgs;
 
@@ -16,7 +28,62 @@ pub struct QemuOptions {
     pub server: ServerArgs,
 }
 
-/// Runs until QEMU goes away or SIGINT/SIGTERM.
-pub fn run(_opts: QemuOptions) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Runs until QEMU goes away or SIGINT/SIGTERM, then prints the counters.
+pub fn run(opts: QemuOptions) -> anyhow::Result<()> {
+    log::set_verbose(true);
+    let config = opts.server.to_config()?;
+    let frontend = Frontend::new();
+    let shim = Arc::new(
+        Shim::start(config, frontend.completion_callback()).context("starting the server")?,
+    );
+
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let signals_handle = signals.handle();
+    let stopper = frontend.stopper();
+    let signal_thread = std::thread::Builder::new()
+        .name("qemu-signals".into())
+        .spawn(move || {
+            for (n, signal) in signals.forever().enumerate() {
+                if n == 0 {
+                    stopper.stop();
+                } else {
+                    // A second signal while stopping: give up at once.
+                    eprintln!("spice-shim: signal {signal} again: exiting without cleanup");
+                    std::process::exit(128 + signal);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+
+    let target = Target {
+        address: opts.dbus.clone(),
+        console: opts.console,
+    };
+    let outcome = frontend.run(shim.clone(), &target);
+    signals_handle.close();
+    let _ = signal_thread.join();
+    if matches!(outcome, Ok(Exit::Stopped)) {
+        log::info("stopping");
+    }
+
+    let shim = Arc::into_inner(shim)
+        .context("the QEMU front end still holds the server; cannot shut it down")?;
+    let stats = shim.shutdown();
+    print!("{stats}");
+    outcome.with_context(|| format!("QEMU on {}", describe(&target)))?;
+    if stats.ledger.returned != stats.ledger.drawn {
+        anyhow::bail!(
+            "cookie mismatch: {} drawn, {} returned",
+            stats.ledger.drawn,
+            stats.ledger.returned
+        );
+    }
+    Ok(())
+}
+
+fn describe(target: &Target) -> String {
+    match &target.address {
+        Some(a) => format!("{a}, console {}", target.console),
+        None => format!("the session bus, console {}", target.console),
+    }
 }

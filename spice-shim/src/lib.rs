@@ -284,54 +284,16 @@ enum InputCall {
     },
 }
 
-/// Decodes PC XT set 1 bytes as the guest's keyboard controller would receive them.
-fn decode_scancodes(bytes: &[u8], out: &mut Vec<InputCall>) {
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let (scancode, last) = match b {
-            0 => {
-                i += 1;
-                continue;
-            }
-            0xE0 if i + 1 < bytes.len() => {
-                i += 2;
-                (0xE000 | u32::from(bytes[i - 1] & 0x7F), bytes[i - 1])
-            }
-            0xE1 if i + 2 < bytes.len() => {
-                i += 3;
-                (
-                    0xE1_0000
-                        | u32::from(bytes[i - 2] & 0x7F) << 8
-                        | u32::from(bytes[i - 1] & 0x7F),
-                    bytes[i - 2],
-                )
-            }
-            0xE0 | 0xE1 => break,
-            _ => {
-                i += 1;
-                (u32::from(b & 0x7F), b)
-            }
-        };
-        out.push(InputCall::Key {
-            scancode,
-            down: last & 0x80 == 0,
-        });
-    }
-}
-
 /// The callback calls for one event from a client.
 fn translate(ev: &InputEvent) -> Vec<InputCall> {
     let mut out = Vec::new();
     match ev {
-        // As spice-server: the bytes of the code, low first, up to the first zero byte; the
-        // release bit 0x80 of the key's last byte says up or down.
-        InputEvent::KeyDown(code) | InputEvent::KeyUp(code) => {
-            let bytes = code.to_le_bytes();
-            let n = bytes.iter().position(|&b| b == 0).unwrap_or(4);
-            decode_scancodes(&bytes[..n], &mut out);
+        InputEvent::KeyDown(_) | InputEvent::KeyUp(_) | InputEvent::KeyScancode(_) => {
+            out.extend(ev.key_strokes().into_iter().map(|k| InputCall::Key {
+                scancode: k.scancode,
+                down: k.down,
+            }))
         }
-        InputEvent::KeyScancode(bytes) => decode_scancodes(bytes, &mut out),
         InputEvent::KeyModifiers(_) => {}
         InputEvent::MouseMotion { dx, dy, buttons } => out.push(InputCall::Motion {
             dx: *dx,

@@ -103,6 +103,20 @@ pub enum InputEvent {
 }
 
 impl InputEvent {
+    /// The key strokes of a SPICE key event. As spice-server: a KEY_DOWN/KEY_UP code is its bytes,
+    /// low first, up to the first zero byte.
+    pub fn key_strokes(&self) -> Vec<KeyStroke> {
+        match self {
+            InputEvent::KeyDown(code) | InputEvent::KeyUp(code) => {
+                let bytes = code.to_le_bytes();
+                let n = bytes.iter().position(|&b| b == 0).unwrap_or(4);
+                decode_scancodes(&bytes[..n])
+            }
+            InputEvent::KeyScancode(bytes) => decode_scancodes(bytes),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether this event counts towards [`MOTION_ACK_BUNCH`].
     pub fn is_motion(&self) -> bool {
         matches!(
@@ -110,6 +124,56 @@ impl InputEvent {
             InputEvent::MouseMotion { .. } | InputEvent::MousePosition { .. }
         )
     }
+}
+
+/// One key transition as the guest's keyboard controller would see it: a PC XT set 1 scancode
+/// (`0xE0xx` for E0-prefixed keys, `0xE1xxxx` for the E1 sequence of Pause) without its release
+/// bit, and whether it is pressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStroke {
+    pub scancode: u32,
+    pub down: bool,
+}
+
+/// Decodes PC XT set 1 bytes into key strokes.
+///
+/// Zero bytes are skipped, `E0 xx` is one key, `E1 xx yy` is one key, the release bit of the
+/// key's last byte says up or down, and a truncated prefix ends the input.
+pub fn decode_scancodes(bytes: &[u8]) -> Vec<KeyStroke> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (scancode, last) = match b {
+            0 => {
+                i += 1;
+                continue;
+            }
+            0xE0 if i + 1 < bytes.len() => {
+                i += 2;
+                (0xE000 | u32::from(bytes[i - 1] & 0x7F), bytes[i - 1])
+            }
+            0xE1 if i + 2 < bytes.len() => {
+                i += 3;
+                (
+                    0xE1_0000
+                        | u32::from(bytes[i - 2] & 0x7F) << 8
+                        | u32::from(bytes[i - 1] & 0x7F),
+                    bytes[i - 2],
+                )
+            }
+            0xE0 | 0xE1 => break,
+            _ => {
+                i += 1;
+                (u32::from(b & 0x7F), b)
+            }
+        };
+        out.push(KeyStroke {
+            scancode,
+            down: last & 0x80 == 0,
+        });
+    }
+    out
 }
 
 /// A message from the client on the inputs channel.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gstspicedmabuf::Rect;
-use test_guest::{Guest, Pattern};
+use spice_shim_core::proto::CursorShape;
+use test_guest::{ARROW_SIZE, Guest, Pattern, arrow, pointer_path};
 
 use crate::feed::parse_size;
 use spice_shim_core::Shim;
@@ -39,6 +40,10 @@ pub struct ServeOptions {
     /// clients must still show them upright.
     #[arg(long)]
     pub bottom_up: bool,
+    /// The guest's pointer: `arrow` (a 32x32 arrow moving round the screen, drawn by the
+    /// clients over the video) or `none`.
+    #[arg(long, default_value = "arrow", value_parser = ["arrow", "none"])]
+    pub cursor: String,
     /// Exit after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
@@ -79,6 +84,12 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
     ));
 
+    let cursor = opts.cursor == "arrow";
+    if cursor {
+        let shape = CursorShape::new(ARROW_SIZE, ARROW_SIZE, 0, 0, arrow())
+            .context("the test guest's arrow")?;
+        shim.cursor_define(shape);
+    }
     let mut ring =
         Guest::new(width, height, None, pattern, 3).context("creating the guest buffers")?;
     ring.set_bottom_up(opts.bottom_up);
@@ -124,6 +135,10 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
         g.mark_busy(idx, cookie)?;
         drop(g);
+        if cursor {
+            let (x, y) = pointer_path(frame_no, width, height);
+            shim.mouse_set(x, y, true);
+        }
         shim.gl_draw(
             Rect {
                 x: 0,

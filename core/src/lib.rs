@@ -6,6 +6,7 @@
 
 mod channel;
 mod conn;
+mod cursor_channel;
 mod display;
 pub mod encoder;
 mod encoders;

@@ -43,6 +43,10 @@ pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, sessio
                             channel_type: channel_type::INPUTS,
                             channel_id: 0,
                         },
+                        ChannelEntry {
+                            channel_type: channel_type::CURSOR,
+                            channel_id: 0,
+                        },
                     ],
                 });
             }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use gstspicedmabuf::{Rect, Scanout, ScanoutError, ScanoutInfo};
 
 use crate::conn::Conn;
+use crate::cursor_channel::CursorState;
 use crate::display::{GlClient, StreamClient};
 use crate::encoder;
 use crate::encoders::{Counters, Encoders};
@@ -26,7 +27,7 @@ use crate::ledger::{CompleteFn, Ledger, LedgerStats};
 use crate::log;
 use crate::mouse::MouseModes;
 use crate::proto::consts::{channel_type, link_err};
-use crate::proto::{HeaderKind, InputEvent, LinkMess, VideoCodec};
+use crate::proto::{CursorShape, HeaderKind, InputEvent, LinkMess, VideoCodec};
 use crate::throttle::Throttle;
 use crate::ticket::TicketKey;
 use crate::tls::{TlsConfig, TlsError};
@@ -313,6 +314,7 @@ pub(crate) struct Core {
     state: Mutex<State>,
     input: Mutex<Option<InputFn>>,
     mouse: MouseModes,
+    cursor: CursorState,
     stopping: AtomicBool,
     next_id: AtomicU64,
     finished_clients: Mutex<Vec<ClientStats>>,
@@ -346,6 +348,10 @@ impl Core {
 
     pub fn mouse(&self) -> &MouseModes {
         &self.mouse
+    }
+
+    pub fn cursor(&self) -> &CursorState {
+        &self.cursor
     }
 
     /// The embedder's keyboard and mouse callback, if any.
@@ -439,7 +445,9 @@ impl Core {
         match mess.channel_type {
             channel_type::MAIN if mess.connection_id == 0 => Ok(()),
             channel_type::MAIN => Err(link_err::BAD_CONNECTION_ID),
-            channel_type::DISPLAY | channel_type::INPUTS if mess.channel_id == 0 => {
+            channel_type::DISPLAY | channel_type::INPUTS | channel_type::CURSOR
+                if mess.channel_id == 0 =>
+            {
                 if self
                     .state
                     .lock()
@@ -540,6 +548,7 @@ impl Core {
                 crate::display::run(self, id, conn, header, &mess, peer.clone())
             }
             channel_type::INPUTS => crate::inputs_channel::run(self, conn, header),
+            channel_type::CURSOR => crate::cursor_channel::run(self, id, conn, header),
             _ => {}
         }
         self.unregister_conn(id);
@@ -655,6 +664,7 @@ impl Shim {
             }),
             input: Mutex::new(None),
             mouse: MouseModes::new(),
+            cursor: CursorState::new(),
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             finished_clients: Mutex::default(),
@@ -783,6 +793,17 @@ impl Shim {
     /// client is told at once. Default: true.
     pub fn set_client_mouse_available(&self, available: bool) {
         self.core.mouse.set_client_available(available);
+    }
+
+    /// Defines the pointer's shape (QEMU's `dpy_cursor_define`); clients draw it themselves.
+    pub fn cursor_define(&self, shape: CursorShape) {
+        self.core.cursor.define(shape);
+    }
+
+    /// Moves, shows or hides the pointer (QEMU's `dpy_mouse_set`); `x`, `y` is where its hot
+    /// spot is, in scanout pixels.
+    pub fn mouse_set(&self, x: i32, y: i32, visible: bool) {
+        self.core.cursor.set_position(x, y, visible);
     }
 
     /// Replaces the scanout (`info == None`: scanout disabled). Takes ownership of `fds`. Frames

@@ -245,6 +245,51 @@ void spice_shim_set_input_callbacks(SpiceShim *shim, const SpiceShimInputCallbac
                                     void *opaque);
 
 /**
+ * spice_shim_set_absolute_pointer:
+ * @shim: the server (NULL: nothing happens)
+ * @absolute: non-zero if the host takes absolute pointer positions (QEMU: a tablet device)
+ *
+ * Says whether clients may use client mouse mode (absolute positions, delivered through
+ * SpiceShimInputCallbacks.pointer_position) or must use server mode (relative motion through
+ * .pointer_motion; the client grabs its pointer). Connected clients are told at once. The
+ * default is absolute. May be called at any time.
+ */
+void spice_shim_set_absolute_pointer(SpiceShim *shim, int absolute);
+
+/**
+ * spice_shim_cursor_define:
+ * @shim: the server
+ * @width: 1 to 512
+ * @height: 1 to 512
+ * @hot_x: the hot spot, inside the shape (< @width)
+ * @hot_y: the hot spot, inside the shape (< @height)
+ * @argb: @width * @height pixels, ARGB8888 in native byte order (0xAARRGGBB), straight
+ *        (not premultiplied) alpha, rows of @width pixels without padding, as QEMU's
+ *        QEMUCursor holds them
+ *
+ * Defines the pointer's shape, like QEMU's dpy_cursor_define(). The pixels are copied. Clients
+ * get it on the cursor channel and draw it themselves, over the video; a client that connects
+ * later gets the current shape at once. May be called at any time, with or without a scanout.
+ *
+ * Returns: 0, or -1 if the shape was refused (@shim or @argb NULL, a size of 0 or over 512, a
+ * hot spot outside the shape; see spice_shim_last_error()). A refused shape changes nothing.
+ */
+int spice_shim_cursor_define(SpiceShim *shim, uint32_t width, uint32_t height, uint32_t hot_x,
+                             uint32_t hot_y, const uint32_t *argb);
+
+/**
+ * spice_shim_mouse_set:
+ * @shim: the server (NULL: nothing happens)
+ * @x: where the hot spot is, in scanout pixels
+ * @y: where the hot spot is, in scanout pixels
+ * @visible: non-zero to show the pointer, 0 to hide it
+ *
+ * Moves, shows or hides the pointer, like QEMU's dpy_mouse_set(). In server mouse mode the
+ * clients draw it where the host says; in client mode they follow their own pointer.
+ */
+void spice_shim_mouse_set(SpiceShim *shim, int32_t x, int32_t y, int visible);
+
+/**
  * spice_shim_free:
  * @shim: the server, or NULL (no-op)
  *

@@ -20,7 +20,8 @@ use gstspicedmabuf::fourcc::DRM_FORMAT_MOD_LINEAR;
 use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
 
 use spice_shim_core::log;
-use spice_shim_core::proto::InputEvent;
+use spice_shim_core::proto::cursor::MAX_CURSOR_SIZE;
+use spice_shim_core::proto::{CursorShape, InputEvent};
 use spice_shim_core::shim::{Config, Shim, default_pipelines_dir};
 
 /// Most planes a scanout can have (DRM's limit).
@@ -701,6 +702,95 @@ pub unsafe extern "C" fn spice_shim_set_input_callbacks(
             cbs,
             opaque: HostPtr(opaque),
         });
+    })
+}
+
+/// See `spice_shim_set_absolute_pointer` in the header.
+///
+/// # Safety
+/// `shim` is NULL or a live pointer from `spice_shim_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spice_shim_set_absolute_pointer(shim: *mut SpiceShim, absolute: c_int) {
+    clear_error();
+    // SAFETY: the caller passes NULL or a live shim.
+    let Some(s) = (unsafe { shim_ref(shim) }) else {
+        set_error("spice_shim_set_absolute_pointer: shim is NULL");
+        return;
+    };
+    guard("spice_shim_set_absolute_pointer", (), || {
+        s.shim.set_client_mouse_available(absolute != 0)
+    })
+}
+
+/// See `spice_shim_cursor_define` in the header.
+///
+/// # Safety
+/// `shim` is NULL or a live pointer from `spice_shim_new`; `argb` is NULL or points to
+/// `width * height` readable `uint32_t`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spice_shim_cursor_define(
+    shim: *mut SpiceShim,
+    width: u32,
+    height: u32,
+    hot_x: u32,
+    hot_y: u32,
+    argb: *const u32,
+) -> c_int {
+    clear_error();
+    // SAFETY: the caller passes NULL or a live shim.
+    let Some(s) = (unsafe { shim_ref(shim) }) else {
+        set_error("spice_shim_cursor_define: shim is NULL");
+        return -1;
+    };
+    if argb.is_null() {
+        fail("spice_shim_cursor_define: argb is NULL");
+        return -1;
+    }
+    let max = MAX_CURSOR_SIZE;
+    if width == 0 || height == 0 || width > max || height > max {
+        fail(&format!(
+            "spice_shim_cursor_define: {width}x{height} refused (1x1 to {max}x{max})"
+        ));
+        return -1;
+    }
+    // SAFETY: per the contract `argb` points to width * height pixels; both are at most 512,
+    // checked above, so the count is what the caller promised and cannot overflow.
+    let pixels = unsafe { std::slice::from_raw_parts(argb, (width * height) as usize) }.to_vec();
+    guard(
+        "spice_shim_cursor_define",
+        -1,
+        move || match CursorShape::new(width, height, hot_x, hot_y, pixels) {
+            Ok(shape) => {
+                s.shim.cursor_define(shape);
+                0
+            }
+            Err(e) => {
+                fail(&format!("spice_shim_cursor_define: {e}"));
+                -1
+            }
+        },
+    )
+}
+
+/// See `spice_shim_mouse_set` in the header.
+///
+/// # Safety
+/// `shim` is NULL or a live pointer from `spice_shim_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spice_shim_mouse_set(
+    shim: *mut SpiceShim,
+    x: i32,
+    y: i32,
+    visible: c_int,
+) {
+    clear_error();
+    // SAFETY: the caller passes NULL or a live shim.
+    let Some(s) = (unsafe { shim_ref(shim) }) else {
+        set_error("spice_shim_mouse_set: shim is NULL");
+        return;
+    };
+    guard("spice_shim_mouse_set", (), || {
+        s.shim.mouse_set(x, y, visible != 0)
     })
 }
 

@@ -317,7 +317,7 @@ fn header_is_self_contained_and_matches_the_library() {
         .collect();
     exported.sort();
     assert_eq!(declared, exported, "header declarations vs library exports");
-    assert_eq!(declared.len(), 8, "{declared:?}");
+    assert_eq!(declared.len(), 11, "{declared:?}");
     assert_eq!(
         soname(&lib().dir.join("libspice_shim.so")).as_deref(),
         Some("libspice_shim.so.0")

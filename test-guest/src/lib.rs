@@ -5,6 +5,7 @@
 //!   any stride and offset.
 //! - [`Pattern`] and [`render`]: colour bars with a moving square, a frame counter, or a
 //!   solid colour.
+//! - [`arrow`] and [`pointer_path`]: the guest's pointer and where it moves.
 //! - [`Guest`]: a ring of buffers for hosts, which never redraws a buffer still in use.
 //! - [`Image`], [`read_ppm`], [`check_bars`], [`check_upright_bars`], [`read_counter`]:
 //!   checks for tests on decoded (lossy) pictures, e.g. client screenshots.
@@ -14,6 +15,7 @@
 mod buffer;
 mod check;
 mod counter;
+mod cursor;
 mod error;
 mod image;
 mod pattern;
@@ -22,6 +24,7 @@ mod ring;
 pub use buffer::{DRM_FORMAT_NV12, DRM_FORMAT_XRGB8888, Format, GuestBuffer, MAX_DIMENSION, Plane};
 pub use check::{check_bars, check_upright_bars};
 pub use counter::{ChannelOrder, counter_value, read_counter};
+pub use cursor::{ARROW_BODY, ARROW_OUTLINE, ARROW_SIZE, arrow, pointer_path};
 pub use error::{Error, Result};
 pub use image::{Image, parse_ppm, read_ppm};
 pub use pattern::{BARS, Bar, GREY, Pattern, Rect, bar_span, moving_square, render, render_xrgb};

@@ -21,6 +21,7 @@ pub mod base;
 pub mod caps;
 pub mod codec;
 pub mod consts;
+pub mod cursor;
 pub mod display;
 pub mod error;
 pub mod framing;
@@ -37,6 +38,11 @@ pub use ack::AckWindow;
 pub use base::{ClientBaseMsg, Disconnecting, Notify, Ping, SetAck, parse_client_base};
 pub use caps::{Caps, SERVER_COMMON_CAPS, server_common_caps_words, words_from_bits};
 pub use codec::{UnknownCodecName, VideoCodec};
+pub use cursor::{
+    ClientCursorMsg, CursorCache, CursorHeader, CursorHide, CursorInit, CursorInvalAll,
+    CursorInvalOne, CursorMove, CursorPlan, CursorReset, CursorSet, CursorShape, CursorShapeError,
+    CursorTrail, Point16, SpiceCursor, parse_client_cursor,
+};
 pub use display::{
     ClientDisplayMsg, DisplayInit, GlDraw, GlScanoutUnix, InvalAllPalettes, Mark, MonitorHead,
     MonitorsConfig, PreferredVideoCodecs, Rect, Reset, StreamActivateReport, StreamCreate,

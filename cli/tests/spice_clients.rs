@@ -547,3 +547,92 @@ fn locator_rejects_wrong_pictures() {
     .unwrap();
     assert!(check_screen(&blank).is_err(), "blank screen accepted");
 }
+
+/// The X pointer image (XFixes) on `xvfb`: width, height, hot spot and ARGB words.
+fn x_pointer(xvfb: &Xvfb) -> (u32, u32, u32, u32, Vec<u32>) {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(util::workspace_root().join("cli/tests/xcursor.py"))
+        .env("DISPLAY", xvfb.display())
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "xcursor.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(f.len(), 5, "{text}");
+    let n = |i: usize| f[i].parse::<u32>().unwrap();
+    let pixels = f[4]
+        .split(',')
+        .map(|p| u32::from_str_radix(p, 16).unwrap())
+        .collect();
+    (n(0), n(1), n(2), n(3), pixels)
+}
+
+/// The guest's pointer is drawn by the client: over remote-viewer's picture the X pointer is
+/// the test guest's 32x32 arrow with its hot spot at the tip (client mouse mode), pixel for
+/// pixel; with `--cursor none` it is not.
+#[test]
+fn remote_viewer_shows_the_guests_arrow_as_its_pointer() {
+    let dir = TempDir::new("pointer");
+    let mut xvfb = Xvfb::start(&dir);
+    let mut server = Server::start(&dir, BARS, None);
+    let mut viewer = start_remote_viewer(&xvfb, &server, &dir, false);
+    let found = wait_for_bars(&mut xvfb, &mut viewer, &mut server, &dir, "pointer");
+    let (sx, sy) = (
+        found.x + found.picture.width / 2,
+        found.y + found.picture.height / 2,
+    );
+    let display = xvfb.display();
+    let xdotool = |args: &[&str]| {
+        let status = std::process::Command::new("xdotool")
+            .env("DISPLAY", &display)
+            .args(args)
+            .status()
+            .expect("xdotool runs");
+        assert!(status.success(), "xdotool {args:?}: {status}");
+    };
+    let arrow = test_guest::arrow();
+    let mut last = None;
+    let shown = poll(Duration::from_secs(20), || {
+        // Moving the pointer over the picture makes the widget set its cursor.
+        xdotool(&["mousemove", &sx.to_string(), &sy.to_string()]);
+        xdotool(&["mousemove_relative", "--", "1", "1"]);
+        let p = x_pointer(&xvfb);
+        let ok = p.0 == test_guest::ARROW_SIZE
+            && p.1 == test_guest::ARROW_SIZE
+            && (p.2, p.3) == (0, 0)
+            && p.4 == arrow;
+        last = Some((p.0, p.1, p.2, p.3));
+        ok.then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "the X pointer over the picture is not the guest's arrow (last: {last:?})\n{}",
+        server.logs()
+    );
+    viewer.kill();
+    server.stop().assert_cookies_balanced(1);
+
+    // Without a guest pointer the client does not show the arrow.
+    let mut args = BARS.to_vec();
+    args.extend(["--cursor", "none"]);
+    let mut server = Server::start(&dir, &args, None);
+    let mut viewer = start_remote_viewer(&xvfb, &server, &dir, false);
+    let found = wait_for_bars(&mut xvfb, &mut viewer, &mut server, &dir, "no-pointer");
+    let (sx, sy) = (
+        found.x + found.picture.width / 2,
+        found.y + found.picture.height / 2,
+    );
+    xdotool(&["mousemove", &sx.to_string(), &sy.to_string()]);
+    std::thread::sleep(Duration::from_secs(1));
+    let p = x_pointer(&xvfb);
+    assert_ne!(
+        p.4, arrow,
+        "the arrow is shown although the guest has no pointer"
+    );
+    viewer.kill();
+    server.stop().assert_cookies_balanced(1);
+}

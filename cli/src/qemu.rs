@@ -2,7 +2,8 @@
 //!
 //! The SPICE server starts first (clients may connect while QEMU is not there yet), then the
 //! front end (`spice-shim-qemu`) waits for QEMU on its bus and feeds the server until QEMU goes
-//! away or SIGINT/SIGTERM. The exit report is the one `serve` prints.
+//! away or SIGINT/SIGTERM. The exit report is the one `serve` prints, plus one line of the 2D
+//! path's counters (`qemu: updates …`, see `FrontendStats::summary_line`).
 
 use std::sync::Arc;
 
@@ -70,6 +71,8 @@ pub fn run(opts: QemuOptions) -> anyhow::Result<()> {
         .context("the QEMU front end still holds the server; cannot shut it down")?;
     let stats = shim.shutdown();
     print!("{stats}");
+    // The 2D path's counters (QEMU's updates, the copies, frames drawn, merged updates).
+    println!("{}", frontend.stats().summary_line());
     outcome.with_context(|| format!("QEMU on {}", describe(&target)))?;
     if stats.ledger.returned != stats.ledger.drawn {
         anyhow::bail!(

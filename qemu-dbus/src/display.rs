@@ -15,6 +15,7 @@ use futures_channel::oneshot;
 use gstspicedmabuf::fourcc::{self, fourcc_name};
 use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
 use spice_shim_core::log;
+use spice_shim_core::proto::CursorShape;
 use spice_shim_core::{InputFn, Shim};
 
 use crate::cookies::Cookies;
@@ -34,6 +35,10 @@ pub trait Sink: Send + Sync {
     fn set_client_mouse_available(&self, available: bool);
     /// `Shim::set_input_callback`.
     fn set_input_callback(&self, cb: Option<InputFn>);
+    /// `Shim::cursor_define`.
+    fn cursor_define(&self, shape: CursorShape);
+    /// `Shim::mouse_set`.
+    fn mouse_set(&self, x: i32, y: i32, visible: bool);
 }
 
 impl Sink for Shim {
@@ -52,6 +57,14 @@ impl Sink for Shim {
     fn set_input_callback(&self, cb: Option<InputFn>) {
         Shim::set_input_callback(self, cb);
     }
+
+    fn cursor_define(&self, shape: CursorShape) {
+        Shim::cursor_define(self, shape);
+    }
+
+    fn mouse_set(&self, x: i32, y: i32, visible: bool) {
+        Shim::mouse_set(self, x, y, visible);
+    }
 }
 
 /// Counters of the front end.
@@ -67,6 +80,42 @@ pub struct FrontendStats {
     pub held_replies: usize,
     /// SPICE input events dropped because QEMU did not keep up.
     pub input_dropped: u64,
+    /// `Update` calls received (taken or not) and the bytes of their `ay` pixel data.
+    pub updates_received: u64,
+    pub update_bytes: u64,
+    /// `Scanout` calls received and the bytes of their `ay` pixel data.
+    pub scanouts_received: u64,
+    pub scanout_bytes: u64,
+}
+
+impl FrontendStats {
+    /// The 2D path's counters in one line, as `spice-shim qemu` prints it at exit:
+    /// `qemu: updates N (B bytes), scanouts S (B bytes), copied B bytes in T ms (picture B bytes
+    /// in T ms, buffers B bytes in T ms), frames drawn F, merged M`. Updates and scanouts are
+    /// QEMU's calls and the bytes of their `ay` pixels; copies go into the picture (QEMU's pixels)
+    /// and from it into the buffers handed to the shim; merged updates were drawn in the same
+    /// frame as a later one.
+    pub fn summary_line(&self) -> String {
+        let r = &self.ring;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        format!(
+            "qemu: updates {} ({} bytes), scanouts {} ({} bytes), copied {} bytes in {:.3} ms \
+             (picture {} bytes in {:.3} ms, buffers {} bytes in {:.3} ms), frames drawn {}, \
+             merged {}",
+            self.updates_received,
+            self.update_bytes,
+            self.scanouts_received,
+            self.scanout_bytes,
+            r.copied_bytes(),
+            ms(r.copy_ns()),
+            r.picture_bytes,
+            ms(r.picture_ns),
+            r.buffer_bytes,
+            ms(r.buffer_ns),
+            r.frames,
+            r.merged
+        )
+    }
 }
 
 /// The console's scanout as the shim has it.
@@ -95,6 +144,10 @@ pub(crate) struct Display {
     reported: HashSet<String>,
     dmabuf_draws: u64,
     refused: u64,
+    updates_received: u64,
+    update_bytes: u64,
+    scanouts_received: u64,
+    scanout_bytes: u64,
 }
 
 /// The display state and the cookies, shared by the listener, the completion callback and the
@@ -119,6 +172,10 @@ impl Shared {
                 reported: HashSet::new(),
                 dmabuf_draws: 0,
                 refused: 0,
+                updates_received: 0,
+                update_bytes: 0,
+                scanouts_received: 0,
+                scanout_bytes: 0,
             }),
             cookies: Cookies::new(),
             input_dropped: Arc::default(),
@@ -168,6 +225,10 @@ impl Shared {
             refused: d.refused,
             held_replies: self.cookies.waiting(),
             input_dropped: self.input_dropped.load(Ordering::Relaxed),
+            updates_received: d.updates_received,
+            update_bytes: d.update_bytes,
+            scanouts_received: d.scanouts_received,
+            scanout_bytes: d.scanout_bytes,
         }
     }
 }
@@ -255,6 +316,8 @@ impl Display {
         pixman: u32,
         data: &[u8],
     ) {
+        self.scanouts_received += 1;
+        self.scanout_bytes += data.len() as u64;
         self.enter(Mode::Ring);
         self.shared = None;
         match self.ring.scanout(width, height, stride, pixman, data) {
@@ -282,6 +345,8 @@ impl Display {
         pixman: u32,
         data: &[u8],
     ) {
+        self.updates_received += 1;
+        self.update_bytes += data.len() as u64;
         if self.mode != Mode::Ring {
             self.refuse("update-mode", "QEMU sent an Update without a 2D Scanout");
             return;
@@ -485,8 +550,21 @@ impl Display {
         }
     }
 
-    pub fn cursor(&mut self) -> &mut Cursor {
-        &mut self.cursor
+    /// `CursorDefine`: kept, and shown to the clients through the shim's cursor channel.
+    pub fn cursor_define(&mut self, width: i32, height: i32, hot_x: i32, hot_y: i32, argb: &[u8]) {
+        if let Some(shape) = self.cursor.define(width, height, hot_x, hot_y, argb)
+            && let Some(sink) = &self.sink
+        {
+            sink.cursor_define(shape);
+        }
+    }
+
+    /// `MouseSet`: kept, and passed on to the shim.
+    pub fn mouse_set(&mut self, x: i32, y: i32, visible: bool) {
+        self.cursor.set(x, y, visible);
+        if let Some(sink) = &self.sink {
+            sink.mouse_set(x, y, visible);
+        }
     }
 }
 

@@ -96,14 +96,13 @@ impl Listener {
     }
 
     fn mouse_set(&self, x: i32, y: i32, on: i32) {
-        self.shared.display().cursor().set(x, y, on != 0);
+        self.shared.display().mouse_set(x, y, on != 0);
     }
 
     fn cursor_define(&self, width: i32, height: i32, hot_x: i32, hot_y: i32, data: &[u8]) {
         self.shared
             .display()
-            .cursor()
-            .define(width, height, hot_x, hot_y, data);
+            .cursor_define(width, height, hot_x, hot_y, data);
     }
 
     #[zbus(property)]

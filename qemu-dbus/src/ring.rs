@@ -23,6 +23,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use gstspicedmabuf::fourcc::DRM_FORMAT_MOD_LINEAR;
 use gstspicedmabuf::{Plane, Rect, ScanoutInfo};
@@ -170,6 +171,32 @@ pub struct RingStats {
     pub grown: u64,
     /// Buffers allocated (at most [`RING_LEN`] per surface size).
     pub buffers_made: u64,
+    /// Bytes of QEMU's pixels copied into the picture, and the time those copies took.
+    pub picture_bytes: u64,
+    pub picture_ns: u64,
+    /// Bytes copied from the picture into the buffers handed to the shim, and the time it took.
+    pub buffer_bytes: u64,
+    pub buffer_ns: u64,
+    /// Updates drawn in the same frame as a later update (their damage was merged): the updates
+    /// that went into frames minus those frames.
+    pub merged: u64,
+}
+
+impl RingStats {
+    /// Bytes copied into the picture and into the buffers.
+    pub fn copied_bytes(&self) -> u64 {
+        self.picture_bytes + self.buffer_bytes
+    }
+
+    /// Time spent in those copies, in nanoseconds.
+    pub fn copy_ns(&self) -> u64 {
+        self.picture_ns + self.buffer_ns
+    }
+}
+
+/// Nanoseconds since `start` (saturating).
+fn ns_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct Slot<B> {
@@ -193,6 +220,8 @@ struct Surface<B> {
     shown: Option<usize>,
     /// Changed since the last frame.
     pending: Damage,
+    /// Updates in `pending` (for [`RingStats::merged`]).
+    pending_updates: u64,
 }
 
 impl<B> Surface<B> {
@@ -207,11 +236,13 @@ impl<B> Surface<B> {
             slots: Vec::new(),
             shown: None,
             pending: Damage::full(width, height),
+            pending_updates: 0,
         }
     }
 
     fn damage(&mut self, r: Rect) {
         self.pending.add(r);
+        self.pending_updates += 1;
         for s in &mut self.slots {
             s.stale.add(r);
         }
@@ -302,6 +333,7 @@ impl<B: FrameBuffer> Ring<B> {
             }
         };
         let s = self.surface.as_mut().expect("set above");
+        let start = Instant::now();
         copy_rows(
             &mut s.picture,
             s.stride,
@@ -312,6 +344,8 @@ impl<B: FrameBuffer> Ring<B> {
             s.stride,
             height as usize,
         );
+        self.stats.picture_ns += ns_since(start);
+        self.stats.picture_bytes += (s.stride * height as usize) as u64;
         s.damage(Rect {
             x: 0,
             y: 0,
@@ -366,6 +400,7 @@ impl<B: FrameBuffer> Ring<B> {
         let change = self.cover(rect);
         let s = self.surface.as_mut().expect("checked above");
         let bpp = s.format.bytes_per_pixel as usize;
+        let start = Instant::now();
         copy_rows(
             &mut s.picture,
             s.stride,
@@ -376,6 +411,8 @@ impl<B: FrameBuffer> Ring<B> {
             rect.w as usize * bpp,
             rect.h as usize,
         );
+        self.stats.picture_ns += ns_since(start);
+        self.stats.picture_bytes += (rect.w as usize * bpp * rect.h as usize) as u64;
         s.damage(rect);
         self.stats.updates += 1;
         Ok(change)
@@ -435,6 +472,8 @@ impl<B: FrameBuffer> Ring<B> {
         let slot = &mut s.slots[i];
         let bpp = s.format.bytes_per_pixel as usize;
         let pixels = slot.buf.pixels();
+        let start = Instant::now();
+        let mut copied = 0;
         for r in slot.stale.rects() {
             let offset = r.y as usize * s.stride + r.x as usize * bpp;
             copy_rows(
@@ -447,11 +486,16 @@ impl<B: FrameBuffer> Ring<B> {
                 r.w as usize * bpp,
                 r.h as usize,
             );
+            copied += (r.w as usize * bpp * r.h as usize) as u64;
         }
+        self.stats.buffer_ns += ns_since(start);
+        self.stats.buffer_bytes += copied;
         slot.stale.clear();
         let cookie = cookie();
         slot.cookie = Some(cookie);
         s.pending.clear();
+        self.stats.merged += s.pending_updates.saturating_sub(1);
+        s.pending_updates = 0;
         let scanout = (s.shown != Some(i)).then(|| {
             s.shown = Some(i);
             (
@@ -705,6 +749,39 @@ mod tests {
         assert_eq!(pixel(&buf, 16, 0, 0), 10);
         assert_eq!(pixel(&buf, 16, 2, 0), 12);
         assert_eq!(buf, r.picture().unwrap());
+    }
+
+    #[test]
+    fn copies_and_merges_are_counted() {
+        let mut r = ring();
+        let mut c = Cookies(0);
+        r.scanout(4, 4, 16, PIXMAN_X8R8G8B8, &solid(4, 4, 1))
+            .unwrap();
+        let f = r.flush(c.next()).unwrap().unwrap();
+        let s = r.stats();
+        assert_eq!((s.picture_bytes, s.buffer_bytes, s.merged), (64, 64, 0));
+        // Two updates while the only frame is out (a new buffer is made for them): one frame,
+        // one update merged; that buffer lacked the whole picture.
+        r.update(0, 0, 2, 1, 8, PIXMAN_X8R8G8B8, &solid(2, 1, 2))
+            .unwrap();
+        r.update(1, 2, 1, 2, 4, PIXMAN_X8R8G8B8, &solid(1, 2, 3))
+            .unwrap();
+        r.flush(c.next()).unwrap().unwrap();
+        let s = r.stats();
+        assert_eq!(s.picture_bytes, 64 + 8 + 8);
+        assert_eq!(s.buffer_bytes, 64 + 64);
+        assert_eq!(s.merged, 1);
+        assert_eq!(s.copied_bytes(), s.picture_bytes + s.buffer_bytes);
+        assert_eq!(s.copy_ns(), s.picture_ns + s.buffer_ns);
+        // The first buffer, free again, gets only what it lacks.
+        assert!(r.complete(f.cookie));
+        r.update(3, 3, 1, 1, 4, PIXMAN_X8R8G8B8, &solid(1, 1, 4))
+            .unwrap();
+        r.flush(c.next()).unwrap().unwrap();
+        let s = r.stats();
+        assert_eq!(s.picture_bytes, 64 + 8 + 8 + 4);
+        assert_eq!(s.buffer_bytes, 64 + 64 + 8 + 8 + 4);
+        assert_eq!(s.merged, 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use gstspicedmabuf::{Rect, ScanoutInfo};
 use serde_bytes::Bytes;
 use spice_shim_core::InputFn;
+use spice_shim_core::proto::CursorShape;
 use spice_shim_core::proto::InputEvent;
 use spice_shim_qemu::{Exit, Frontend, Sink, Target};
 
@@ -234,6 +235,8 @@ impl Sink for Recorder {
     fn set_input_callback(&self, cb: Option<InputFn>) {
         *self.input.lock().unwrap() = cb;
     }
+    fn cursor_define(&self, _shape: CursorShape) {}
+    fn mouse_set(&self, _x: i32, _y: i32, _visible: bool) {}
 }
 
 impl Recorder {

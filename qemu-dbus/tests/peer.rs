@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use gstspicedmabuf::fourcc::{DRM_FORMAT_MOD_LINEAR, fourcc_code};
 use gstspicedmabuf::{Rect, ScanoutInfo};
 use serde_bytes::Bytes;
+use spice_shim_core::proto::CursorShape;
 use spice_shim_core::proto::VideoCodec;
 use spice_shim_core::{Config, InputFn, Shim};
 use spice_shim_qemu::{Error, Exit, Frontend, Sink};
@@ -239,11 +240,17 @@ fn solid(w: u32, h: u32, rgb: u32) -> Vec<u8> {
 // The shim's side
 // ---------------------------------------------------------------------------------------------
 
+/// A cursor shape as the stand-in shim got it: width, height, hot spot, pixels.
+type RecordedCursor = (u16, u16, u16, u16, Vec<u32>);
+
 /// A stand-in shim that records calls and keeps cookies until the test completes them.
 #[derive(Default)]
 struct Recorder {
     scanouts: Mutex<Vec<Option<ScanoutInfo>>>,
     draws: Mutex<Vec<(Rect, u64)>>,
+    /// Cursor shapes: width, height, hot spot, pixels.
+    cursors: Mutex<Vec<RecordedCursor>>,
+    mouse: Mutex<Vec<(i32, i32, bool)>>,
 }
 
 impl Sink for Recorder {
@@ -256,6 +263,18 @@ impl Sink for Recorder {
     }
     fn set_client_mouse_available(&self, _available: bool) {}
     fn set_input_callback(&self, _cb: Option<InputFn>) {}
+    fn cursor_define(&self, shape: CursorShape) {
+        self.cursors.lock().unwrap().push((
+            shape.width(),
+            shape.height(),
+            shape.hot_x(),
+            shape.hot_y(),
+            shape.pixels().to_vec(),
+        ));
+    }
+    fn mouse_set(&self, x: i32, y: i32, visible: bool) {
+        self.mouse.lock().unwrap().push((x, y, visible));
+    }
 }
 
 /// A real shim serving MJPEG on a free port, fed by `frontend`.
@@ -677,8 +696,13 @@ fn bad_calls_are_ignored() {
             .unwrap();
         l.update_dmabuf(0, 0, 8, 8).await.unwrap();
         l.cursor_define(100_000, 1, 0, 0, b(&[0; 4])).await.unwrap();
-        l.cursor_define(2, 2, 1, 1, b(&[0; 16])).await.unwrap();
+        let px: Vec<u8> = [0x80FF_4020u32, 0, 0xFF00_00FF, 1]
+            .iter()
+            .flat_map(|p| p.to_ne_bytes())
+            .collect();
+        l.cursor_define(2, 2, 1, 1, b(&px)).await.unwrap();
         l.mouse_set(5, 5, 1).await.unwrap();
+        l.mouse_set(6, 7, 0).await.unwrap();
         // Still serving.
         l.update(0, 0, 2, 2, 8, X8R8G8B8, b(&solid(2, 2, 0xFFFFFF)))
             .await
@@ -687,6 +711,12 @@ fn bad_calls_are_ignored() {
     let stats = fe.stats();
     assert_eq!(stats.refused, 9, "{stats:?}");
     assert_eq!(stats.ring.updates, 2);
+    // The valid cursor and the pointer moves reach the shim; the absurd shape does not.
+    assert_eq!(
+        *rec.cursors.lock().unwrap(),
+        [(2, 2, 1, 1, vec![0x80FF_4020, 0, 0xFF00_00FF, 1])]
+    );
+    assert_eq!(*rec.mouse.lock().unwrap(), [(5, 5, true), (6, 7, false)]);
     // Two frames; the recorder keeps the first one's cookie, so the second needs another buffer.
     assert_eq!(rec.draws.lock().unwrap().len(), 2);
     assert_eq!(rec.scanouts.lock().unwrap().len(), 2);
@@ -715,6 +745,8 @@ fn a_flood_of_updates_is_merged_not_queued() {
         }
         fn set_client_mouse_available(&self, _: bool) {}
         fn set_input_callback(&self, _: Option<InputFn>) {}
+        fn cursor_define(&self, _: CursorShape) {}
+        fn mouse_set(&self, _: i32, _: i32, _: bool) {}
     }
 
     let fe = Arc::new(Frontend::new());

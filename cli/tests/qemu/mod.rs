@@ -15,7 +15,10 @@
 //!   never draws over the pictures. The guest shows picture `a`, prints `READY`, then reads keys
 //!   from the VT keyboard (QEMU's PS/2 keyboard): on key `k` it copies `/pic/k.raw` to
 //!   `/dev/fb0` and then prints `KEY k`. So once `KEY k` is in the serial log,
-//!   [`Qemu::screendump`] shows [`picture`]`(k)`, exactly.
+//!   [`Qemu::screendump`] shows [`picture`]`(k)`, exactly. With [`REDRAW`] on its kernel
+//!   command line ([`QemuBuilder::kernel_arg`]) it reads no keys and redraws its pictures in
+//!   turn, flat out, forever ([`Qemu::wait_redrawing`], [`Qemu::redraw_count`]); the benchmark
+//!   `cli/benches/qemu_dbus.rs` uses that.
 //!
 //! # Comparing a client's picture with QEMU's ([`compare`])
 //! The client's picture must not be clipped: it must be at least as large as QEMU's screendump
@@ -44,6 +47,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use test_guest::Image;
 
 use crate::support::{CLIENT_TIMEOUT, ServerExit, Stats};
@@ -363,12 +367,20 @@ pub enum Guest {
 pub struct QemuBuilder {
     guest: Guest,
     args: Vec<String>,
+    kernel_args: Vec<String>,
 }
 
 impl QemuBuilder {
     /// An extra QEMU argument, e.g. `-device` then `usb-tablet`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());
+        self
+    }
+
+    /// An extra word for the Linux guest's kernel command line, after [`LINUX_CMDLINE`]
+    /// (e.g. [`REDRAW`]). Ignored for the other guests.
+    pub fn kernel_arg(mut self, word: &str) -> Self {
+        self.kernel_args.push(word.to_string());
         self
     }
 
@@ -390,12 +402,17 @@ impl QemuBuilder {
             .arg(format!("file:{}", serial.display()))
             .arg("-no-reboot");
         if self.guest == Guest::Linux {
+            let mut cmdline = LINUX_CMDLINE.to_string();
+            for word in &self.kernel_args {
+                cmdline.push(' ');
+                cmdline.push_str(word);
+            }
             cmd.arg("-kernel")
                 .arg(kernel())
                 .arg("-initrd")
                 .arg(initramfs())
                 .arg("-append")
-                .arg(LINUX_CMDLINE);
+                .arg(cmdline);
         }
         cmd.args(&self.args);
         let started = Instant::now();
@@ -418,6 +435,11 @@ impl QemuBuilder {
 pub const LINUX_CMDLINE: &str = "console=ttyS0 vga=0x315 loglevel=1 \
      vt.global_cursor_default=0 consoleblank=0 panic=-1";
 
+/// The kernel command-line word ([`QemuBuilder::kernel_arg`]) that makes the Linux guest write
+/// its pictures into `/dev/fb0` in turn, flat out, forever, instead of reading keys; it prints
+/// `REDRAW <n>` (pictures written so far) at the start and after every 16th picture.
+pub const REDRAW: &str = "spice_test=redraw";
+
 /// A running QEMU (SIGKILLed on drop).
 pub struct Qemu {
     proc: ChildGuard,
@@ -436,6 +458,7 @@ impl Qemu {
         QemuBuilder {
             guest,
             args: Vec::new(),
+            kernel_args: Vec::new(),
         }
     }
 
@@ -509,6 +532,30 @@ impl Qemu {
             self.logs()
         );
         elapsed
+    }
+
+    /// For the Linux guest started with [`REDRAW`]: waits until it redraws (`REDRAW 0`) and
+    /// checks its framebuffer as [`Qemu::wait_ready`] does. Returns the boot time.
+    pub fn wait_redrawing(&mut self) -> Duration {
+        assert_eq!(self.guest, Guest::Linux, "only the Linux guest redraws");
+        let elapsed = self.wait_serial("REDRAW 0", BOOT_TIMEOUT);
+        let log = self.serial_log();
+        let want = format!("FB {FB_BPP} {FB_STRIDE} {FB_WIDTH},{FB_HEIGHT}");
+        assert!(
+            log.lines().any(|l| l.trim() == want),
+            "the guest's framebuffer is not {want:?}\n{}",
+            self.logs()
+        );
+        elapsed
+    }
+
+    /// The pictures the redrawing guest ([`REDRAW`]) last said it had written (a multiple of
+    /// 16), `None` before its first `REDRAW` line.
+    pub fn redraw_count(&self) -> Option<u64> {
+        self.serial_log()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("REDRAW ")?.parse().ok())
+            .next_back()
     }
 
     /// Counts the lines `KEY <key>` in the serial log.
@@ -824,9 +871,28 @@ impl Shim {
         self.port
     }
 
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     /// `spice://127.0.0.1:<port>`
     pub fn uri(&self) -> String {
         format!("spice://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the shim with SIGTERM (as Ctrl-C does) while QEMU runs on, and parses its exit
+    /// report. Panics if it had exited already, does not exit within `timeout` or prints no
+    /// report.
+    pub fn stop(mut self, timeout: Duration) -> ServerExit {
+        self.proc.assert_running("before it was asked to stop");
+        assert!(self.proc.signal(Signal::TERM), "cannot send SIGTERM");
+        if self.proc.wait_timeout(timeout).is_none() {
+            panic!(
+                "spice-shim qemu still runs {timeout:?} after SIGTERM\n{}",
+                self.logs()
+            );
+        }
+        self.wait_exit(Duration::ZERO)
     }
 
     pub fn stderr(&self) -> String {

@@ -15,12 +15,20 @@ use std::sync::{Arc, Mutex};
 use crate::channel::read_messages;
 use crate::conn::Conn;
 use crate::log;
-use crate::outbox::Outbox;
+use crate::outbox::{MAX_CONTROL_BYTES, Outbox};
+use crate::proto::cursor::MAX_CURSOR_SIZE;
 use crate::proto::{
     CursorCache, CursorHide, CursorInit, CursorInvalOne, CursorMove, CursorSet, CursorShape,
     HeaderKind, Point16, parse_client_cursor,
 };
 use crate::shim::Core;
+
+/// Cursor messages a client may leave unread before its channel is closed: the small-message
+/// bound plus four shapes of the largest size (a 512x512 SET or INIT alone is over 1 MiB), so
+/// that defining the largest shapes the API accepts, or a few in a row, does not close the
+/// channel of a client that reads.
+const MAX_CURSOR_QUEUE_BYTES: usize =
+    MAX_CONTROL_BYTES + 4 * (MAX_CURSOR_SIZE as usize * MAX_CURSOR_SIZE as usize * 4);
 
 struct Client {
     outbox: Arc<Outbox>,
@@ -117,7 +125,9 @@ impl CursorState {
 /// Serves one cursor channel until it closes.
 pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind) {
     let peer = conn.peer();
-    let Some((outbox, writer)) = Outbox::start(header, &conn, "shim-cursor-writer") else {
+    let Some((outbox, writer)) =
+        Outbox::start_with_limit(header, &conn, "shim-cursor-writer", MAX_CURSOR_QUEUE_BYTES)
+    else {
         return;
     };
     core.cursor().add(id, outbox.clone());

@@ -46,13 +46,16 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     cond: Condvar,
+    /// Bytes of control messages the client may leave unread before the channel is closed.
+    max_control_bytes: usize,
     /// Bytes written so far.
     pub written: AtomicU64,
 }
 
 impl Outbox {
-    /// An empty outbox framing with `kind` headers.
-    pub fn new(kind: HeaderKind) -> Arc<Self> {
+    /// An empty outbox that closes the channel when more than `max_control_bytes` bytes of
+    /// control messages wait unread.
+    pub fn with_limit(kind: HeaderKind, max_control_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -62,6 +65,7 @@ impl Outbox {
                 enc: FrameEncoder::new(kind),
             }),
             cond: Condvar::new(),
+            max_control_bytes,
             written: AtomicU64::new(0),
         })
     }
@@ -72,7 +76,17 @@ impl Outbox {
         conn: &Conn,
         thread_name: &str,
     ) -> Option<(Arc<Self>, std::thread::JoinHandle<()>)> {
-        let outbox = Self::new(kind);
+        Self::start_with_limit(kind, conn, thread_name, MAX_CONTROL_BYTES)
+    }
+
+    /// [`Self::start`] with another bound than [`MAX_CONTROL_BYTES`] (see [`Self::with_limit`]).
+    pub fn start_with_limit(
+        kind: HeaderKind,
+        conn: &Conn,
+        thread_name: &str,
+        max_control_bytes: usize,
+    ) -> Option<(Arc<Self>, std::thread::JoinHandle<()>)> {
+        let outbox = Self::with_limit(kind, max_control_bytes);
         let wconn = match conn.try_clone() {
             Ok(c) => c,
             Err(e) => {
@@ -109,10 +123,11 @@ impl Outbox {
                 return true;
             }
         }
-        if st.control_bytes > MAX_CONTROL_BYTES {
+        if st.control_bytes > self.max_control_bytes {
             drop(st);
             crate::log::warn(&format!(
-                "a client left more than {MAX_CONTROL_BYTES} bytes of replies unread; closing its channel"
+                "a client left more than {} bytes of replies unread; closing its channel",
+                self.max_control_bytes
             ));
             self.close();
             return false;
@@ -253,7 +268,7 @@ mod tests {
 
     #[test]
     fn unread_replies_close_the_channel() {
-        let o = Outbox::new(HeaderKind::Mini);
+        let o = Outbox::with_limit(HeaderKind::Mini, MAX_CONTROL_BYTES);
         let mut sent = 0usize;
         while o.send(&MouseMotionAck) {
             sent += 1;

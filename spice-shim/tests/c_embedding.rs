@@ -1,9 +1,10 @@
 //! The C library as QEMU uses it: `tests/c/qemu_like.c` (a C program acting as QEMU's display
 //! code) is compiled with gcc against `include/spice-shim.h` and the `libspice_shim.so` that
 //! cargo built for this very test run, then run without a client, with `spicy-screenshot`
-//! clients, and under valgrind. Also: the header compiles as C and C++ and declares exactly the
-//! exported functions, and `scripts/install-lib.sh` + the pkg-config file give working shared
-//! and static builds.
+//! clients, with spice-gtk cursor clients (`cli/tests/cursor_client.py`: the pointer shapes,
+//! moves and mouse modes of `qemu_like cursor`), and under valgrind. Also: the header compiles
+//! as C and C++ and declares exactly the exported functions, and `scripts/install-lib.sh` + the
+//! pkg-config file give working shared and static builds.
 //!
 //! Which library: for integration tests cargo builds the crate's cdylib and staticlib into
 //! `target/<profile>/deps/` (it copies them up to `target/<profile>/` only for `cargo build`),
@@ -11,7 +12,8 @@
 //! into its own directory first (`target/<profile>/c-embedding/<pid>`), so a concurrent
 //! `cargo build` cannot swap them mid-run.
 //!
-//! Nothing is skipped: gcc, g++, nm, pkg-config, valgrind and spicy-screenshot must be installed
+//! Nothing is skipped: gcc, g++, nm, pkg-config, valgrind, spicy-screenshot and /usr/bin/python3
+//! with python3-gi and spice-gtk's GObject introspection data must be installed
 //! (`scripts/install-deps.sh`).
 
 #[path = "../../cli/tests/util/mod.rs"]
@@ -361,8 +363,16 @@ fn qemu_like_without_client() {
     eprintln!("{} in {:?}", stdout.trim_end(), started.elapsed());
 }
 
-/// A line-oriented view of the C program's stdout, with timeouts.
-struct Lines(mpsc::Receiver<String>, Vec<String>);
+/// A line-oriented view of a child's stdout, with timeouts.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    /// Every line read so far, for the reports.
+    seen: Vec<String>,
+    /// Whose lines (for the reports).
+    name: String,
+    /// The child's stderr file, quoted in the reports.
+    stderr: Option<PathBuf>,
+}
 
 impl Lines {
     fn new(child: &mut Child) -> Self {
@@ -376,25 +386,85 @@ impl Lines {
                 }
             }
         });
-        Self(rx, Vec::new())
+        Self {
+            rx,
+            seen: Vec::new(),
+            name: "qemu_like".into(),
+            stderr: None,
+        }
+    }
+
+    /// Names the child and its stderr file in the reports.
+    fn named(mut self, name: &str, stderr: &Path) -> Self {
+        self.name = name.into();
+        self.stderr = Some(stderr.to_path_buf());
+        self
+    }
+
+    /// What was read so far, and the child's stderr.
+    fn report(&self) -> String {
+        let stderr = self
+            .stderr
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        format!(
+            "--- {0} stdout\n{1}\n--- {0} stderr\n{stderr}",
+            self.name,
+            self.seen.join("\n")
+        )
     }
 
     /// The next line starting with `prefix` (other lines are kept for the report).
     fn expect(&mut self, prefix: &str, limit: Duration) -> String {
+        self.next_where(
+            |l| l.starts_with(prefix),
+            &format!("starting with {prefix:?}"),
+            limit,
+        )
+    }
+
+    /// The next line for which `pred` holds (other lines are kept for the report).
+    fn next_where(&mut self, pred: impl Fn(&str) -> bool, what: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.0.recv_timeout(left) {
+            match self.rx.recv_timeout(left) {
                 Ok(line) => {
-                    self.1.push(line.clone());
-                    if line.starts_with(prefix) {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no line starting with {prefix:?} within {limit:?}; got:\n{}",
-                    self.1.join("\n")
+                Err(e) => panic!(
+                    "{}: no line {what} within {limit:?} ({e}); got:\n{}",
+                    self.name,
+                    self.report()
                 ),
+            }
+        }
+    }
+
+    /// The lines not read yet, up to the end of the output (the child has exited or closes its
+    /// stdout within `limit`).
+    fn rest(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    rest.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{}: output not closed within {limit:?}\n{}",
+                        self.name,
+                        self.report()
+                    )
+                }
             }
         }
     }
@@ -405,15 +475,471 @@ fn next_stage(stdin: &mut ChildStdin) {
     stdin.flush().unwrap();
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             return st;
         }
-        assert!(Instant::now() < deadline, "qemu_like did not exit");
+        assert!(Instant::now() < deadline, "{what} did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the pointer: `qemu_like cursor` and a spice-gtk cursor client
+// ---------------------------------------------------------------------------------------------
+
+/// Upper bound for one event to reach a client or the program (they take milliseconds).
+const EVENT: Duration = Duration::from_secs(60);
+
+/// A pointer shape of `cursor_pixel()` in qemu_like.c.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    w: u32,
+    h: u32,
+    hot_x: u32,
+    hot_y: u32,
+}
+
+impl Shape {
+    const fn new(w: u32, h: u32, hot_x: u32, hot_y: u32) -> Self {
+        Self { w, h, hot_x, hot_y }
+    }
+
+    /// The ARGB8888 word of pixel (x, y), as `cursor_pixel()` in qemu_like.c computes it.
+    fn pixel(&self, x: u32, y: u32) -> u32 {
+        const ALPHAS: [u32; 4] = [0, 255, 128, 37];
+        let a = ALPHAS[((x + 2 * y + self.w + self.h) % 4) as usize];
+        let r = (x * 8 + self.w) & 0xff;
+        let g = (y * 8 + self.h) & 0xff;
+        let b = (x * y + self.hot_x + self.hot_y) & 0xff;
+        (a << 24) | (r << 16) | (g << 8) | b
+    }
+
+    /// The bytes spice-gtk hands to `cursor-set`: R, G, B, A per pixel, straight alpha.
+    fn rgba(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity((self.w * self.h * 4) as usize);
+        for y in 0..self.h {
+            for x in 0..self.w {
+                let [a, r, g, b] = self.pixel(x, y).to_be_bytes();
+                out.extend_from_slice(&[r, g, b, a]);
+            }
+        }
+        out
+    }
+
+    /// The line cursor_client.py prints when it gets this shape.
+    fn set_line(&self) -> String {
+        use sha2::Digest;
+        let rgba = self.rgba();
+        let sha: String = sha2::Sha256::digest(&rgba)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "SET {} {} {} {} {sha} {} {} {} {}",
+            self.w, self.h, self.hot_x, self.hot_y, rgba[0], rgba[1], rgba[2], rgba[3]
+        )
+    }
+
+    fn define_command(&self) -> String {
+        format!("define {} {} {} {}", self.w, self.h, self.hot_x, self.hot_y)
+    }
+}
+
+/// The shape qemu_like's sequence defines before hold "first" (`stage_cursors[0]`).
+const STAGE0_CURSOR: Shape = Shape::new(17, 31, 5, 29);
+
+/// `qemu_like cursor`: the pointer of a C host, driven line by line.
+struct CursorHost {
+    child: KillOnDrop,
+    stdin: ChildStdin,
+    lines: Lines,
+    port: u16,
+}
+
+impl CursorHost {
+    fn start(dir: &TempDir) -> Self {
+        let stderr = dir.join("qemu_like.stderr");
+        let mut child = KillOnDrop(spawn(
+            Command::new(qemu_like())
+                .args(["cursor", &pipelines_option()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&stderr).unwrap()),
+            "qemu_like cursor",
+        ));
+        let stdin = child.0.stdin.take().unwrap();
+        let mut lines = Lines::new(&mut child.0).named("qemu_like cursor", &stderr);
+        let port = lines.expect("PORT ", RUN)["PORT ".len()..].parse().unwrap();
+        Self {
+            child,
+            stdin,
+            lines,
+            port,
+        }
+    }
+
+    /// Sends `command` and returns the program's answer, the next line starting with `answer`.
+    fn command(&mut self, command: &str, answer: &str) -> String {
+        writeln!(self.stdin, "{command}").expect("writing to qemu_like cursor");
+        self.stdin.flush().unwrap();
+        self.lines.expect(answer, EVENT)
+    }
+
+    fn define(&mut self, shape: Shape) {
+        let answer = self.command(&shape.define_command(), "DEFINE ");
+        assert_eq!(answer, "DEFINE 0", "{shape:?}\n{}", self.lines.report());
+    }
+
+    /// `command` (a define) is refused: -1, and spice_shim_last_error() contains `why`.
+    fn refused(&mut self, command: &str, why: &str) {
+        let answer = self.command(command, "DEFINE ");
+        assert!(
+            answer.starts_with("DEFINE -1 spice_shim_cursor_define: ") && answer.contains(why),
+            "{command}: {answer} (expected -1 and an error containing {why:?})"
+        );
+    }
+
+    fn mouse(&mut self, x: i32, y: i32, visible: bool) {
+        let v = i32::from(visible);
+        let answer = self.command(&format!("mouse {x} {y} {v}"), "MOUSE ");
+        assert_eq!(answer, format!("MOUSE {x} {y} {v}"));
+    }
+
+    fn absolute(&mut self, absolute: bool) {
+        let n = i32::from(absolute);
+        let answer = self.command(&format!("absolute {n}"), "ABSOLUTE ");
+        assert_eq!(answer, format!("ABSOLUTE {n}"));
+    }
+
+    /// The next input callback the program reports.
+    fn input(&mut self) -> String {
+        self.lines.expect("INPUT ", EVENT)
+    }
+
+    /// `quit`: spice_shim_free, "OK", exit 0. Returns every line the program printed.
+    fn quit(mut self) -> Vec<String> {
+        self.command("quit", "OK");
+        let rest = self.lines.rest(RUN);
+        assert!(rest.is_empty(), "after OK: {rest:?}");
+        let status = wait_exit(&mut self.child.0, RUN, "qemu_like cursor");
+        assert!(status.success(), "{status}\n{}", self.lines.report());
+        std::mem::take(&mut self.lines.seen)
+    }
+}
+
+/// `cli/tests/cursor_client.py`: a real spice-gtk client (python3-gi) that prints its cursor
+/// channel's events, mouse modes and the input it sent. It runs until [`CursorClient::stop`].
+struct CursorClient {
+    child: KillOnDrop,
+    lines: Lines,
+}
+
+impl CursorClient {
+    fn start(dir: &TempDir, name: &str, port: u16, extra: &[&str]) -> Self {
+        let stderr = dir.join(&format!("{name}.stderr"));
+        let mut child = KillOnDrop(spawn(
+            Command::new("/usr/bin/python3")
+                .arg(workspace_root().join("cli/tests/cursor_client.py"))
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--duration", "600"])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&stderr).unwrap()),
+            "cursor_client.py (python3-gi and gir1.2-spiceclientglib-2.0)",
+        ));
+        let lines = Lines::new(&mut child.0).named(name, &stderr);
+        Self { child, lines }
+    }
+
+    fn is_cursor_event(line: &str) -> bool {
+        ["SET ", "MOVE ", "HIDE", "RESET"]
+            .iter()
+            .any(|p| line.starts_with(p))
+    }
+
+    /// The next cursor event: a SET, MOVE, HIDE or RESET line.
+    fn event(&mut self) -> String {
+        self.lines
+            .next_where(Self::is_cursor_event, "with a cursor event", EVENT)
+    }
+
+    /// The next `n` cursor events.
+    fn events(&mut self, n: usize) -> Vec<String> {
+        (0..n).map(|_| self.event()).collect()
+    }
+
+    /// The next line starting with `prefix`.
+    fn expect(&mut self, prefix: &str) -> String {
+        self.lines.expect(prefix, EVENT)
+    }
+
+    /// Waits until its cursor channel is open, then SIGTERM: the client disconnects and exits
+    /// 0. spice-gtk printed no critical or warning (it does for a malformed or out-of-order
+    /// cursor message). Returns every line it printed.
+    fn stop(mut self) -> Vec<String> {
+        if !self.lines.seen.iter().any(|l| l == "OPEN cursor") {
+            self.lines.expect("OPEN cursor", EVENT);
+        }
+        let pid = rustix::process::Pid::from_child(&self.child.0);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = wait_exit(&mut self.child.0, RUN, &self.lines.name);
+        self.lines.rest(RUN);
+        assert!(status.success(), "{status}\n{}", self.lines.report());
+        let stderr = std::fs::read_to_string(self.lines.stderr.as_ref().unwrap()).unwrap();
+        assert!(
+            !stderr.contains("CRITICAL") && !stderr.contains("WARNING"),
+            "{}",
+            self.lines.report()
+        );
+        std::mem::take(&mut self.lines.seen)
+    }
+
+    /// Stops the client and checks that no cursor event came after those already read.
+    fn stop_with_no_more_events(self) {
+        let name = self.lines.name.clone();
+        let read = self.lines.seen.len();
+        let lines = self.stop();
+        let more: Vec<&String> = lines[read..]
+            .iter()
+            .filter(|l| Self::is_cursor_event(l))
+            .collect();
+        assert!(more.is_empty(), "{name}: unexpected cursor events {more:?}");
+    }
+}
+
+/// At hold "first" of the sequence the pointer is [`STAGE0_CURSOR`], moved at each refresh,
+/// hidden one block of refreshes in four, its shape defined again every 90 refreshes. A
+/// spice-gtk cursor client that connects then gets exactly that shape at once, and every later
+/// SET (the redefinitions) is that shape too; it sees the pointer hide and move again.
+fn cursor_during_hold(dir: &TempDir, tag: &str, port: u16) {
+    let mut client = CursorClient::start(dir, &format!("{tag}-cursor"), port, &[]);
+    let want = STAGE0_CURSOR.set_line();
+    assert_eq!(client.event(), want, "{}", client.lines.report());
+    let (mut sets, mut hidden, mut shown_again) = (1, false, false);
+    while sets < 2 || !shown_again {
+        let event = client.event();
+        if event.starts_with("SET ") {
+            assert_eq!(event, want, "{}", client.lines.report());
+            sets += 1;
+        } else if event == "HIDE" {
+            hidden = true;
+        } else if event.starts_with("MOVE ") && hidden {
+            shown_again = true;
+        }
+    }
+    client.stop();
+}
+
+/// A real spice-gtk client gets exactly the pointer a C host defines through
+/// spice_shim_cursor_define (size, hot spot, and the RGBA bytes, compared by sha256, for 1x1,
+/// 17x31 and 64x64 shapes with alphas 0, 255 and in between), also from its cache, and the
+/// host's spice_shim_mouse_set calls as MOVE and HIDE in the order made. Clients that join
+/// late get the current shape at once; one that joins while the pointer is hidden shows none
+/// (cursor-set, then cursor-hide). Refused shapes (0x0, 513x1, hot spot outside, NULL pixels)
+/// return -1 with an error naming the problem and send clients nothing.
+#[test]
+fn cursor_shapes_from_a_c_host_reach_spice_gtk() {
+    const S1: Shape = Shape::new(1, 1, 0, 0);
+    const S17: Shape = STAGE0_CURSOR;
+    const S64: Shape = Shape::new(64, 64, 63, 1);
+    let started = Instant::now();
+    let dir = TempDir::new("cursor");
+    let mut host = CursorHost::start(&dir);
+    let port = host.port;
+
+    // No shape yet: INIT without a cursor, which spice-gtk reports as hidden.
+    let mut a = CursorClient::start(&dir, "a", port, &[]);
+    assert_eq!(a.event(), "HIDE");
+
+    // Each shape: SET with the host's exact pixels, then MOVE to where the host has it.
+    host.define(S1);
+    assert_eq!(a.events(2), [S1.set_line(), "MOVE 0 0".into()]);
+    host.mouse(100, 50, true);
+    assert_eq!(a.event(), "MOVE 100 50");
+    for shape in [S17, S64] {
+        host.define(shape);
+        assert_eq!(a.events(2), [shape.set_line(), "MOVE 100 50".into()]);
+    }
+
+    // Moves and hides arrive in the host's order; a move while hidden shows nothing.
+    for (x, y, visible) in [
+        (10, 20, true),
+        (30, 40, true),
+        (30, 40, false),
+        (31, 41, false),
+        (50, 60, true),
+        (70, 80, false),
+    ] {
+        host.mouse(x, y, visible);
+    }
+    assert_eq!(
+        a.events(5),
+        ["MOVE 10 20", "MOVE 30 40", "HIDE", "MOVE 50 60", "HIDE"]
+    );
+
+    // A shape defined while hidden (one the client has cached): SET, and it stays hidden.
+    host.define(S17);
+    assert_eq!(a.events(2), [S17.set_line(), "HIDE".into()]);
+
+    // Refused shapes: -1, an error naming the problem.
+    host.refused("define 0 0 0 0", "0x0 refused (1x1 to 512x512)");
+    host.refused("define 0 5 0 0", "0x5 refused");
+    host.refused("define 513 1 0 0", "513x1 refused (1x1 to 512x512)");
+    host.refused("define 4 4 4 0", "cursor hot spot (4, 0) is outside 4x4");
+    host.refused("define 4 4 0 4", "cursor hot spot (0, 4) is outside 4x4");
+    host.refused("define-null 4 4 0 0", "argb is NULL");
+
+    // Joining while hidden: the current shape (not a refused one), and no visible cursor.
+    let mut b = CursorClient::start(&dir, "b", port, &[]);
+    assert_eq!(b.events(2), [S17.set_line(), "HIDE".into()]);
+
+    // The refusals sent nothing: the next event of both is the host's next move.
+    host.mouse(5, 6, true);
+    assert_eq!(a.event(), "MOVE 5 6");
+    assert_eq!(b.event(), "MOVE 5 6");
+    host.define(S64);
+    assert_eq!(a.events(2), [S64.set_line(), "MOVE 5 6".into()]);
+    assert_eq!(b.events(2), [S64.set_line(), "MOVE 5 6".into()]);
+
+    // A late joiner gets the current shape at once, where the host has it.
+    let mut c = CursorClient::start(&dir, "c", port, &[]);
+    assert_eq!(c.events(2), [S64.set_line(), "MOVE 5 6".into()]);
+
+    // Refused while visible with three clients: still nothing but the next move.
+    host.refused("define 513 1 0 0", "513x1 refused");
+    host.refused("define-null 64 64 0 0", "argb is NULL");
+    host.mouse(7, 8, true);
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.event(), "MOVE 7 8");
+    }
+    for client in [a, b, c] {
+        client.stop_with_no_more_events();
+    }
+    host.quit();
+    eprintln!("cursor shapes: {:?}", started.elapsed());
+}
+
+/// The client's cursor cache with real spice-gtk: 33 distinct 256x256 shapes (256 KiB each)
+/// overflow the 8 MiB the server lets a client cache, so the first is evicted (INVAL_ONE) and
+/// must go out with its pixels again, while a recent one comes from the cache. Every SET has
+/// the host's exact pixels, and spice-gtk never misses its cache (it would report a hide and a
+/// critical).
+#[test]
+fn cursor_cache_eviction_keeps_spice_gtk_shapes_exact() {
+    let started = Instant::now();
+    let dir = TempDir::new("cursor-cache");
+    let mut host = CursorHost::start(&dir);
+    let mut client = CursorClient::start(&dir, "a", host.port, &[]);
+    assert_eq!(client.event(), "HIDE");
+    host.mouse(3, 4, true);
+    assert_eq!(client.event(), "MOVE 3 4");
+    let shape = |i: u32| Shape::new(256, 256, i, 255 - i);
+    for i in (0..33).chain([0, 32, 1, 0]) {
+        host.define(shape(i));
+        assert_eq!(
+            client.events(2),
+            [shape(i).set_line(), "MOVE 3 4".into()],
+            "shape {i}"
+        );
+    }
+    client.stop_with_no_more_events();
+    host.quit();
+    eprintln!("cursor cache: {:?}", started.elapsed());
+}
+
+/// The largest shape the header allows, 512x512, reaches a connected client and a late joiner.
+#[test]
+fn cursor_of_the_largest_size_reaches_spice_gtk() {
+    const MAX: Shape = Shape::new(512, 512, 511, 1);
+    let dir = TempDir::new("cursor-max");
+    let mut host = CursorHost::start(&dir);
+    let mut a = CursorClient::start(&dir, "a", host.port, &[]);
+    assert_eq!(a.event(), "HIDE");
+    host.define(MAX);
+    assert_eq!(a.events(2), [MAX.set_line(), "MOVE 0 0".into()]);
+    let mut b = CursorClient::start(&dir, "b", host.port, &[]);
+    assert_eq!(b.events(2), [MAX.set_line(), "MOVE 0 0".into()]);
+    host.mouse(9, 9, true);
+    assert_eq!(a.event(), "MOVE 9 9");
+    assert_eq!(b.event(), "MOVE 9 9");
+    a.stop_with_no_more_events();
+    b.stop_with_no_more_events();
+    host.quit();
+}
+
+/// Mouse modes with a C host: with absolute pointing (the default) a spice-gtk client is in
+/// client mode (MOUSE_MODE 2) and its position arrives at the host's pointer_position callback
+/// as is; a connected client follows the host's spice_shim_set_absolute_pointer switches (1,
+/// 2, 1). Without absolute pointing a client is in server mode (MOUSE_MODE 1) and its motion
+/// arrives at pointer_motion as relative motion. No other input callback runs.
+#[test]
+fn mouse_modes_and_pointer_input_from_spice_gtk_to_a_c_host() {
+    let started = Instant::now();
+    let dir = TempDir::new("mouse");
+    let mut host = CursorHost::start(&dir);
+    let port = host.port;
+
+    let mut a = CursorClient::start(
+        &dir,
+        "a",
+        port,
+        &["--mode", "client", "--move-to", "123", "45"],
+    );
+    assert_eq!(a.expect("MOUSE_MODE "), "MOUSE_MODE 2");
+    assert_eq!(a.expect("SENT "), "SENT POSITION 123 45");
+    assert_eq!(host.input(), "INPUT position 123 45 0");
+
+    // The host switches while the client is connected.
+    for (absolute, mode) in [(false, 1), (true, 2), (false, 1)] {
+        host.absolute(absolute);
+        assert_eq!(a.expect("MOUSE_MODE "), format!("MOUSE_MODE {mode}"));
+    }
+    let lines = a.stop();
+    let modes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("MOUSE_MODE ") || l.starts_with("SENT "))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            "MOUSE_MODE 2",
+            "SENT POSITION 123 45",
+            "MOUSE_MODE 1",
+            "MOUSE_MODE 2",
+            "MOUSE_MODE 1"
+        ],
+        "{lines:?}"
+    );
+
+    // Without absolute pointing: server mode, relative motion.
+    let mut b = CursorClient::start(
+        &dir,
+        "b",
+        port,
+        &["--mode", "server", "--move-to", "7", "-3"],
+    );
+    assert_eq!(b.expect("MOUSE_MODE "), "MOUSE_MODE 1");
+    assert_eq!(b.expect("SENT "), "SENT MOTION 7 -3");
+    assert_eq!(host.input(), "INPUT motion 7 -3 0");
+    let lines = b.stop();
+    let modes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("MOUSE_MODE ") || l.starts_with("SENT "))
+        .collect();
+    assert_eq!(modes, ["MOUSE_MODE 1", "SENT MOTION 7 -3"], "{lines:?}");
+
+    let lines = host.quit();
+    let inputs: Vec<&String> = lines.iter().filter(|l| l.starts_with("INPUT ")).collect();
+    assert_eq!(
+        inputs,
+        ["INPUT position 123 45 0", "INPUT motion 7 -3 0"],
+        "{lines:?}"
+    );
+    eprintln!("mouse modes: {:?}", started.elapsed());
 }
 
 /// Runs `qemu_like client` (through `cmd`, which is the program itself or valgrind running
@@ -446,6 +972,11 @@ fn client_session(mut cmd: Command, tag: &str) -> (String, String) {
     ] {
         let hold = lines.expect("HOLD ", VALGRIND);
         assert_eq!(hold, format!("HOLD {name} {w}x{h}"));
+        if name == "first" {
+            let t = Instant::now();
+            cursor_during_hold(&dir, tag, port);
+            eprintln!("{tag}: hold {name}: cursor client in {:?}", t.elapsed());
+        }
         let shot = dir.join(&format!("{name}.ppm"));
         let t = Instant::now();
         let out = run_limited(
@@ -472,7 +1003,7 @@ fn client_session(mut cmd: Command, tag: &str) -> (String, String) {
     }
     let ok = lines.expect("OK ", VALGRIND);
     drop(stdin);
-    let status = wait_exit(&mut child.0, VALGRIND);
+    let status = wait_exit(&mut child.0, VALGRIND, "qemu_like");
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(status.success(), "{tag}: {status}\n{stderr}");
     let (cookies, frames) = ok_line(&ok);
@@ -485,7 +1016,9 @@ fn client_session(mut cmd: Command, tag: &str) -> (String, String) {
 /// 1280x720 after scanout2, NV12, a refused tiled scanout and a disabled one), a real
 /// spice-gtk client (`spicy-screenshot`) connects while the program draws at 60 Hz and saves
 /// the first picture it shows: it has the size of the current scanout and shows the eight
-/// colour bars the right way up. Every cookie comes back exactly once.
+/// colour bars the right way up. At the first, a spice-gtk cursor client gets the program's
+/// pointer (see [`cursor_during_hold`]) while it moves, hides and is redefined. Every cookie
+/// comes back exactly once.
 #[test]
 fn qemu_like_with_spicy_screenshot() {
     client_session(Command::new(qemu_like()), "client");
@@ -538,7 +1071,8 @@ fn valgrind(args: &[&str], what: &str) -> Output {
     run_limited(valgrind_command().args(args), what, VALGRIND)
 }
 
-/// The whole sequence (shorter stages, 30 Hz) under memcheck: no invalid access, no use of
+/// The whole sequence (shorter stages, 30 Hz, with the pointer calls: shapes of 1x1 to
+/// 512x512, refused shapes, moves, hides) under memcheck: no invalid access, no use of
 /// uninitialised memory, no definitely lost block (tests/c/valgrind.supp only names GLib's
 /// one-time quark block), and still every cookie exactly once.
 #[test]
@@ -557,8 +1091,9 @@ fn qemu_like_under_valgrind() {
 }
 
 /// The client session under memcheck: the encoder path (GstMemory wrapping the host's fds,
-/// release notifications, streams to clients, scanouts replaced while frames are in flight) is
-/// free of memcheck errors and definite leaks too.
+/// release notifications, streams to clients, scanouts replaced while frames are in flight)
+/// and the cursor channel (shapes defined, refused, moved and hidden with a spice-gtk cursor
+/// client connected) are free of memcheck errors and definite leaks too.
 #[test]
 fn qemu_like_with_spicy_screenshot_under_valgrind() {
     let (ok, stderr) = client_session(valgrind_command(), "client-valgrind");

@@ -14,9 +14,13 @@
  *   probe   only creates and frees the server; prints "NEW OK" or "NEW FAIL <error>".
  *   leak    creates the server, draws once, frees it, then loses 4242 bytes on purpose (to
  *           check that valgrind reports a leak of the embedding program).
+ *   cursor  no display: the pointer only, driven line by line from stdin (see cursor_mode()).
  *
  * It prints "PORT <n>" (flushed) as soon as the server listens. What it does, in order:
  *   - API checks without a server: bad options, NULL handling, fd ownership on a NULL shim;
+ *   - at each stage: a pointer shape (1x1 to 512x512, see stage_cursors), refused shapes
+ *     (0x0, 513x1, hot spot outside, NULL pixels), and at each display refresh a move, hidden
+ *     one refresh block in four, with the stage's shape defined again now and then;
  *   - "first": 1280x720 XRGB8888 colour bars via spice_shim_gl_scanout, double buffered (it
  *     renders only into a buffer whose cookie came back, and passes a dup() of the buffer's
  *     memfd at each buffer switch, as QEMU does);
@@ -318,7 +322,7 @@ static void free_set(struct bufset *s)
 /* the "display"                                                                               */
 
 static SpiceShim *shim;
-static enum { MODE_AUTO, MODE_CLIENT, MODE_QUICK, MODE_PROBE, MODE_LEAK } mode;
+static enum { MODE_AUTO, MODE_CLIENT, MODE_QUICK, MODE_PROBE, MODE_LEAK, MODE_CURSOR } mode;
 static double period = 1.0 / 60;
 static double stage_s = 0.5, hold_s = 1.0;
 /* How soon a draw without a usable scanout must come back: well below the 1-s timeouts that
@@ -403,10 +407,14 @@ static void give_scanout(struct bufset *s, int i)
     s->current = i;
 }
 
-/* One display refresh: render into a free buffer and draw it, or skip the tick. */
+static void cursor_tick(void);
+
+/* One display refresh: move the pointer; render into a free buffer and draw it, or skip the
+ * tick. */
 static void tick(struct bufset *s)
 {
     int pick = -1;
+    cursor_tick();
     for (int k = 1; k <= 2; k++) {
         int i = (s->current + k + 2) % 2;
         if (s->buf[i].busy == 0) {
@@ -532,6 +540,102 @@ static int open_memfds(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* the pointer (QEMU: dpy_cursor_define, dpy_mouse_set)                                        */
+
+/* Pixel (x, y) of the test shape w x h with hot spot (hot_x, hot_y): ARGB8888 in a native
+ * word, straight alpha; the alphas cycle through 0, 255, 128 and 37. c_embedding.rs computes
+ * the same formula (Shape::pixel) to check the bytes a spice-gtk client gets. */
+static uint32_t cursor_pixel(uint32_t w, uint32_t h, uint32_t hot_x, uint32_t hot_y, uint32_t x,
+                             uint32_t y)
+{
+    static const uint32_t alphas[4] = {0, 255, 128, 37};
+    uint32_t a = alphas[(x + 2 * y + w + h) % 4];
+    uint32_t r = (x * 8 + w) & 0xff;
+    uint32_t g = (y * 8 + h) & 0xff;
+    uint32_t b = (x * y + hot_x + hot_y) & 0xff;
+    return a << 24 | r << 16 | g << 8 | b;
+}
+
+/* Defines the test shape (or passes NULL pixels); returns spice_shim_cursor_define's result.
+ * The buffer is scribbled over and freed at once: the shim must have copied it. */
+static int define_cursor(uint32_t w, uint32_t h, uint32_t hot_x, uint32_t hot_y, bool null_argb)
+{
+    size_t n = (size_t)w * h;
+    check(w <= 4096 && h <= 4096, "test shape %ux%u too large", w, h);
+    uint32_t *argb = malloc((n ? n : 1) * sizeof(uint32_t));
+    check(argb != NULL, "malloc: %s", strerror(errno));
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t x = 0; x < w; x++) {
+            argb[(size_t)y * w + x] = cursor_pixel(w, h, hot_x, hot_y, x, y);
+        }
+    }
+    int r = spice_shim_cursor_define(shim, w, h, hot_x, hot_y, null_argb ? NULL : argb);
+    for (size_t i = 0; i < n; i++) {
+        argb[i] = 0xdeadbeef;
+    }
+    free(argb);
+    return r;
+}
+
+/* A shape that must be refused, with an error naming `what`. */
+static void define_refused(uint32_t w, uint32_t h, uint32_t hot_x, uint32_t hot_y,
+                           bool null_argb, const char *what)
+{
+    int r = define_cursor(w, h, hot_x, hot_y, null_argb);
+    const char *err = spice_shim_last_error();
+    check(r == -1, "cursor %ux%u hot (%u, %u)%s accepted", w, h, hot_x, hot_y,
+          null_argb ? " with NULL pixels" : "");
+    check(err && strstr(err, what), "cursor %ux%u hot (%u, %u): error %s does not name '%s'", w,
+          h, hot_x, hot_y, err ? err : "(null)", what);
+}
+
+struct cursor_def {
+    uint32_t w, h, hot_x, hot_y;
+};
+
+/* The shape of each stage of the sequence; the first one is current at hold "first". */
+static const struct cursor_def stage_cursors[] = {
+    {17, 31, 5, 29}, {1, 1, 0, 0}, {64, 64, 63, 1}, {512, 512, 256, 300}, {33, 7, 32, 6},
+    {24, 24, 12, 3},
+};
+static struct cursor_def current_cursor;
+static uint64_t cursor_ticks;
+
+/* A new stage: its shape, refused shapes that must change nothing, hide and show. */
+static void cursor_stage(unsigned stage)
+{
+    current_cursor = stage_cursors[stage % (sizeof(stage_cursors) / sizeof(stage_cursors[0]))];
+    const struct cursor_def *c = &current_cursor;
+    int r = define_cursor(c->w, c->h, c->hot_x, c->hot_y, false);
+    const char *err = spice_shim_last_error();
+    check(r == 0 && err == NULL, "cursor %ux%u refused: %s", c->w, c->h, err ? err : "");
+    define_refused(0, 0, 0, 0, false, "0x0");
+    define_refused(513, 1, 0, 0, false, "513x1");
+    define_refused(4, 4, 4, 0, false, "hot spot (4, 0)");
+    define_refused(4, 4, 0, 4, false, "hot spot (0, 4)");
+    define_refused(4, 4, 0, 0, true, "argb is NULL");
+    spice_shim_mouse_set(shim, 10, 10, 0);
+    check(spice_shim_last_error() == NULL, "hiding the pointer failed");
+    spice_shim_mouse_set(shim, 20, 20, 1);
+    check(spice_shim_last_error() == NULL, "showing the pointer failed");
+}
+
+/* At each display refresh: the pointer moves, hidden one block of 20 refreshes in four; every
+ * 90 refreshes the stage's shape is defined again (clients have it cached). */
+static void cursor_tick(void)
+{
+    uint64_t t = cursor_ticks++;
+    spice_shim_mouse_set(shim, (int32_t)((t * 7) % 1280), (int32_t)((t * 3) % 720),
+                         (t / 20) % 4 != 3);
+    if (t % 90 == 45) {
+        const struct cursor_def *c = &current_cursor;
+        int r = define_cursor(c->w, c->h, c->hot_x, c->hot_y, false);
+        const char *err = spice_shim_last_error();
+        check(r == 0 && err == NULL, "cursor defined again: %s", err ? err : "");
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 static void api_checks_without_server(void)
 {
@@ -549,6 +653,14 @@ static void api_checks_without_server(void)
 
     spice_shim_free(NULL);
     check(spice_shim_last_error() == NULL, "spice_shim_free(NULL) set an error");
+    uint32_t pixel = 0xff000000;
+    check(spice_shim_cursor_define(NULL, 1, 1, 0, 0, &pixel) == -1,
+          "spice_shim_cursor_define(NULL) accepted");
+    const char *cursor_err = spice_shim_last_error();
+    check(cursor_err && strstr(cursor_err, "shim is NULL"),
+          "error of spice_shim_cursor_define(NULL): %s", cursor_err ? cursor_err : "(null)");
+    spice_shim_mouse_set(NULL, 1, 2, 1);
+    spice_shim_set_absolute_pointer(NULL, 0);
     check(spice_shim_get_port(NULL) == -1, "spice_shim_get_port(NULL) != -1");
 
     SpiceShim *bad = spice_shim_new("foo=1", async_complete, &lock);
@@ -564,10 +676,117 @@ static void api_checks_without_server(void)
     check(bad == NULL && spice_shim_last_error() != NULL, "NULL callback accepted");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* mode "cursor"                                                                               */
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* One whole line on stdout, flushed (the input callbacks print from shim threads). */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&out_lock);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+}
+
+static void say_key(void *opaque, uint32_t scancode, int down)
+{
+    check(opaque == (void *)&out_lock, "key callback got opaque %p", opaque);
+    say("INPUT key %#x %d\n", scancode, down);
+}
+
+static void say_position(void *opaque, uint32_t x, uint32_t y, uint32_t buttons)
+{
+    check(opaque == (void *)&out_lock, "position callback got opaque %p", opaque);
+    say("INPUT position %u %u %u\n", x, y, buttons);
+}
+
+static void say_motion(void *opaque, int32_t dx, int32_t dy, uint32_t buttons)
+{
+    check(opaque == (void *)&out_lock, "motion callback got opaque %p", opaque);
+    say("INPUT motion %" PRId32 " %" PRId32 " %u\n", dx, dy, buttons);
+}
+
+static void say_button(void *opaque, uint32_t button, int down, uint32_t buttons)
+{
+    check(opaque == (void *)&out_lock, "button callback got opaque %p", opaque);
+    say("INPUT button %u %d %u\n", button, down, buttons);
+}
+
+/*
+ * The pointer alone, as QEMU's dpy_cursor_define / dpy_mouse_set and its tablet or mouse
+ * device would use it. Prints "PORT <n>", then runs one command per stdin line and answers
+ * each with one line:
+ *   define W H HX HY        the shape of cursor_pixel(); "DEFINE 0" or "DEFINE -1 <error>"
+ *   define-null W H HX HY   the same call with NULL pixels; "DEFINE -1 <error>" expected
+ *   mouse X Y V             spice_shim_mouse_set(X, Y, V); "MOUSE X Y V"
+ *   absolute N              spice_shim_set_absolute_pointer(N); "ABSOLUTE N"
+ *   quit (or EOF)           spice_shim_free; "OK"
+ * Input callbacks print "INPUT position X Y BUTTONS", "INPUT motion DX DY BUTTONS",
+ * "INPUT button B DOWN BUTTONS" and "INPUT key SCANCODE DOWN".
+ */
+static int cursor_mode(const char *options)
+{
+    shim = spice_shim_new(options, async_complete, &lock);
+    if (!shim) {
+        fail("spice_shim_new(%s): %s", options, spice_shim_last_error());
+    }
+    SpiceShimInputCallbacks cbs = {.key = say_key,
+                                   .pointer_position = say_position,
+                                   .pointer_motion = say_motion,
+                                   .button = say_button};
+    spice_shim_set_input_callbacks(shim, &cbs, &out_lock);
+    check(spice_shim_last_error() == NULL, "set_input_callbacks failed");
+    int port = spice_shim_get_port(shim);
+    check(port > 0, "spice_shim_get_port: %d", port);
+    say("PORT %d\n", port);
+
+    char line[256];
+    while (fgets(line, sizeof(line), stdin)) {
+        unsigned w, h, hx, hy;
+        int x, y, v;
+        if (sscanf(line, "define-null %u %u %u %u", &w, &h, &hx, &hy) == 4 ||
+            sscanf(line, "define %u %u %u %u", &w, &h, &hx, &hy) == 4) {
+            int r = define_cursor(w, h, hx, hy, strncmp(line, "define-null", 11) == 0);
+            const char *err = spice_shim_last_error();
+            check((r == 0) == (err == NULL), "define returned %d, error %s", r,
+                  err ? err : "(null)");
+            if (r == 0) {
+                say("DEFINE 0\n");
+            } else {
+                say("DEFINE %d %s\n", r, err);
+            }
+        } else if (sscanf(line, "mouse %d %d %d", &x, &y, &v) == 3) {
+            spice_shim_mouse_set(shim, x, y, v);
+            check(spice_shim_last_error() == NULL, "mouse_set failed");
+            say("MOUSE %d %d %d\n", x, y, v);
+        } else if (sscanf(line, "absolute %d", &v) == 1) {
+            spice_shim_set_absolute_pointer(shim, v);
+            check(spice_shim_last_error() == NULL, "set_absolute_pointer failed");
+            say("ABSOLUTE %d\n", v);
+        } else if (strcmp(line, "quit\n") == 0) {
+            break;
+        } else {
+            fail("unknown command: %s", line);
+        }
+    }
+    spice_shim_set_input_callbacks(shim, NULL, NULL);
+    spice_shim_free(shim);
+    check(spice_shim_last_error() == NULL, "spice_shim_free failed");
+    say("OK\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s auto|client|quick|probe|leak [OPTIONS]\n", argv[0]);
+        fprintf(stderr, "usage: %s auto|client|quick|probe|leak|cursor [OPTIONS]\n", argv[0]);
         return 2;
     }
     if (strcmp(argv[1], "auto") == 0) {
@@ -584,6 +803,8 @@ int main(int argc, char **argv)
         mode = MODE_PROBE;
     } else if (strcmp(argv[1], "leak") == 0) {
         mode = MODE_LEAK;
+    } else if (strcmp(argv[1], "cursor") == 0) {
+        mode = MODE_CURSOR;
     } else {
         fprintf(stderr, "unknown mode %s\n", argv[1]);
         return 2;
@@ -610,6 +831,9 @@ int main(int argc, char **argv)
     }
 
     api_checks_without_server();
+    if (mode == MODE_CURSOR) {
+        return cursor_mode(options);
+    }
 
     shim = spice_shim_new(options, async_complete, &lock);
     if (!shim) {
@@ -640,26 +864,31 @@ int main(int argc, char **argv)
     struct bufset a, a2, b, c, d, e;
 
     make_set(&a, KIND_SCANOUT, 1280, 720);
+    cursor_stage(0);
     run(&a, hold_s, "first");
 
     /* Replace the scanout mid-stream: new buffers, same size; the old frames may still be
      * in the encoder and must come back anyway. */
     make_set(&a2, KIND_SCANOUT, 1280, 720);
+    cursor_stage(1);
     run(&a2, stage_s, NULL);
     drain(&a, "replaced scanout");
     free_set(&a);
 
     make_set(&b, KIND_SCANOUT, 800, 600);
+    cursor_stage(2);
     run(&b, hold_s, "small");
     drain(&a2, "before resize");
     free_set(&a2);
 
     make_set(&c, KIND_SCANOUT2, 1280, 720);
+    cursor_stage(3);
     run(&c, stage_s, NULL);
     drain(&b, "resized scanout");
     free_set(&b);
 
     make_set(&d, KIND_NV12, 1280, 720);
+    cursor_stage(4);
     run(&d, stage_s, NULL);
 
     /* A tiled modifier is refused, and the draws complete at once. */
@@ -686,6 +915,7 @@ int main(int argc, char **argv)
     free_set(&d);
 
     make_set(&e, KIND_SCANOUT, 1280, 720);
+    cursor_stage(5);
     run(&e, hold_s, "final");
 
     spice_shim_set_input_callbacks(shim, NULL, NULL);

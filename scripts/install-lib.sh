@@ -6,7 +6,8 @@
 #     libspice_shim.so), LIBDIR/libspice_shim.a           the library (shared and static), stripped
 #   PREFIX/include/spice-shim.h                          the C API
 #   LIBDIR/pkgconfig/spice-shim.pc                       pkg-config file (variable pipelinesdir)
-#   PREFIX/share/spice-shim/pipelines/*.pipeline         the encoder pipelines
+#   PREFIX/share/spice-shim/pipelines/*.pipeline         the encoder pipelines: one file per codec,
+#   PREFIX/share/spice-shim/pipelines/*.d/*.pipeline       or an ordered list (hardware first)
 #
 # Usage: scripts/install-lib.sh [--prefix DIR] [--libdir DIR] [--destdir DIR] [--artifacts DIR]
 #   --prefix DIR     installation prefix (default $PREFIX, else /usr/local)
@@ -18,6 +19,9 @@
 #
 # The library finds the pipelines in PREFIX/share/spice-shim/pipelines by itself (it looks next
 # to the directory it was loaded from); pipelines=DIR or $SPICE_SHIM_PIPELINES override that.
+# A codec's <codec>.d/ directory replaces its single <codec>.pipeline (README, "Swapping
+# encoders"): a <codec>.pipeline left there by an earlier install is renamed <codec>.pipeline.old.
+# A file switched off in an installed directory (NAME.pipeline.off next to it) stays off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,7 +84,8 @@ if [ -z "$version" ]; then
 fi
 
 d="$destdir"
-install -d "$d$libdir/pkgconfig" "$d$prefix/include" "$d$prefix/share/spice-shim/pipelines"
+pipedir="$d$prefix/share/spice-shim/pipelines"
+install -d "$d$libdir/pkgconfig" "$d$prefix/include" "$pipedir"
 # The real file carries the full version; the SONAME link is what programs load, the plain
 # name is what the linker finds. Debug information is not installed.
 rm -f "$d$libdir/libspice_shim.so" "$d$libdir/$soname" "$d$libdir/libspice_shim.so.$version"
@@ -91,7 +96,29 @@ ln -s "$soname" "$d$libdir/libspice_shim.so"
 install -m 0644 "$artifacts/libspice_shim.a" "$d$libdir/libspice_shim.a"
 strip --strip-debug "$d$libdir/libspice_shim.a"
 install -m 0644 spice-shim/include/spice-shim.h "$d$prefix/include/spice-shim.h"
-install -m 0644 pipelines/*.pipeline "$d$prefix/share/spice-shim/pipelines/"
+shopt -s nullglob
+for f in pipelines/*.pipeline; do
+  install -m 0644 "$f" "$pipedir/"
+done
+for dir in pipelines/*.d; do
+  [ -d "$dir" ] || continue
+  name="$(basename "$dir")"
+  codec="${name%.d}"
+  install -d "$pipedir/$name"
+  for f in "$dir"/*.pipeline; do
+    base="$(basename "$f")"
+    if [ -e "$pipedir/$name/$base.off" ]; then
+      echo "  note: $prefix/share/spice-shim/pipelines/$name/$base stays switched off ($base.off)"
+      continue
+    fi
+    install -m 0644 "$f" "$pipedir/$name/"
+  done
+  if [ -e "$pipedir/$codec.pipeline" ] && [ ! -e "pipelines/$codec.pipeline" ]; then
+    mv -f "$pipedir/$codec.pipeline" "$pipedir/$codec.pipeline.old"
+    echo "  note: $codec.d/ replaces $codec.pipeline, renamed $codec.pipeline.old (move local edits into $codec.d/, e.g. as 05-local.pipeline)"
+  fi
+done
+shopt -u nullglob
 # Comment lines are copied as they are; only the others are filled in.
 sed -e "/^#/!s|@PREFIX@|$prefix|g" -e "/^#/!s|@LIBDIR@|$pc_libdir|g" -e "/^#/!s|@VERSION@|$version|g" \
   spice-shim/spice-shim.pc.in > "$d$libdir/pkgconfig/spice-shim.pc"

@@ -12,8 +12,8 @@
 //!
 //! Latency is measured until the decoder hands out the picture. A real client (spice-gtk) then
 //! shows the frame at its `mm_time`, and the server starts the client's clock
-//! `Config::mm_latency_ms` (150 ms by default) behind its own: that scheduling delay comes on
-//! top.
+//! `Config::mm_latency_ms` (automatic by default, from 10 ms; see `benches/latency.rs`) behind
+//! its own: that scheduling delay comes on top.
 
 mod common;
 #[path = "../tests/glclient/mod.rs"]

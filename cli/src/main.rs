@@ -29,6 +29,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // This program owns its process: keep glibc from holding what departed clients freed.
+    spice_shim_core::trim::pin_thresholds();
     let result = match cli.command {
         Command::Serve(opts) => serve::run(opts),
         Command::Qemu(opts) => qemu::run(opts),

@@ -8,6 +8,21 @@ use spice_shim_core::options::parse_codecs;
 use spice_shim_core::shim::default_pipelines_dir;
 use spice_shim_core::{Config, TlsListen};
 
+/// `--mm-latency`: a fixed number of ms, or `None` for "auto".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmLatency(pub Option<u32>);
+
+fn parse_mm_latency(s: &str) -> Result<MmLatency, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(MmLatency(None));
+    }
+    s.parse::<u32>()
+        .ok()
+        .filter(|ms| (1..=10_000).contains(ms))
+        .map(|ms| MmLatency(Some(ms)))
+        .ok_or_else(|| format!("expected milliseconds (1..=10000) or auto, got '{s}'"))
+}
+
 /// Options of the SPICE server, flattened into `serve` and `qemu`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -20,13 +35,16 @@ pub struct ServerArgs {
     /// Video codecs in order of preference.
     #[arg(long, default_value = "h264,vp8,mjpeg")]
     pub video_codecs: String,
-    /// Directory holding `<codec>.pipeline` files [default: the project's pipelines/].
+    /// Directory of encoder pipelines: `<codec>.d/*.pipeline` (tried in order), else
+    /// `<codec>.pipeline` [default: the project's pipelines/].
     #[arg(long)]
     pub pipelines: Option<PathBuf>,
-    /// Client display delay in ms: clients show each frame this long after it was sent
-    /// (MJPEG frames arriving later are dropped).
-    #[arg(long, default_value_t = 150)]
-    pub mm_latency: u32,
+    /// Client display delay in ms, or "auto": clients show each frame this long after it
+    /// left the encoder (MJPEG frames arriving later are dropped). "auto" starts at 10 ms and
+    /// adapts per client within 10..400 ms (raised when the client reports late frames,
+    /// lowered slowly when it does not); a number fixes it.
+    #[arg(long, default_value = "auto", value_name = "MS|auto", value_parser = parse_mm_latency)]
+    pub mm_latency: MmLatency,
     /// Read the SPICE password from the first line of this file (instead of SPICE_PASSWORD).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
@@ -55,9 +73,6 @@ impl ServerArgs {
     pub fn to_config(&self) -> anyhow::Result<Config> {
         let codecs =
             parse_codecs(&self.video_codecs).map_err(|e| anyhow::anyhow!("--video-codecs: {e}"))?;
-        if !(1..=10_000).contains(&self.mm_latency) {
-            anyhow::bail!("--mm-latency must be 1..=10000 ms");
-        }
         if self.disable_ticketing && self.password_file.is_some() {
             anyhow::bail!("--disable-ticketing cannot be combined with --password-file");
         }
@@ -94,10 +109,34 @@ impl ServerArgs {
             codecs,
             pipelines_dir: self.pipelines.clone().unwrap_or_else(default_pipelines_dir),
             password,
-            mm_latency_ms: self.mm_latency,
+            mm_latency_ms: self.mm_latency.0,
             disable_ticketing: self.disable_ticketing,
             tls,
             ..Config::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mm_latency_help_matches_the_core() {
+        use spice_shim_core::latency::{MAX_MS, MIN_MS, START_MS};
+        assert_eq!(
+            (START_MS, MIN_MS, MAX_MS),
+            (10, 10, 400),
+            "update the --mm-latency help"
+        );
+    }
+
+    #[test]
+    fn mm_latency_values() {
+        assert_eq!(parse_mm_latency("auto"), Ok(MmLatency(None)));
+        assert_eq!(parse_mm_latency("150"), Ok(MmLatency(Some(150))));
+        assert!(parse_mm_latency("0").is_err());
+        assert!(parse_mm_latency("10001").is_err());
+        assert!(parse_mm_latency("fast").is_err());
     }
 }

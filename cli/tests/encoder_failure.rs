@@ -12,7 +12,7 @@ use util::{KillOnDrop, TempDir, free_port, wait_for_port, workspace_root};
 fn a_failing_pipeline_returns_cookies_and_falls_back() {
     let dir = TempDir::new("encoder-failure");
     // h264 negotiates a width the guest never has: "not-negotiated" on the first frame.
-    let h264 = std::fs::read_to_string(workspace_root().join("pipelines/h264.pipeline"))
+    let h264 = std::fs::read_to_string(workspace_root().join("pipelines/h264.d/90-x264.pipeline"))
         .unwrap()
         .replace(
             "video/x-raw,format=I420",

@@ -8,6 +8,7 @@ mod util;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,7 +21,7 @@ use spice_shim_core::proto::caps::display_cap;
 use spice_shim_core::proto::consts::{channel_type, link_err};
 use spice_shim_core::proto::{Caps, LinkMess};
 use spice_shim_core::{Config, Shim};
-use test_guest::{Guest, Pattern};
+use test_guest::{Guest, GuestBuffer, Pattern};
 use util::{ChildGuard, TempDir};
 
 /// Cookies returned by the shim, counted per cookie.
@@ -167,7 +168,7 @@ fn a_client_that_stops_reading_stalls_nobody() {
     // Every frame a keyframe at a high bitrate: the stalled client's socket fills quickly.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../pipelines/h264.pipeline"
+        "/../pipelines/h264.d/90-x264.pipeline"
     ))
     .unwrap()
     .replace("key-int-max=600", "key-int-max=1")
@@ -399,4 +400,135 @@ fn a_client_without_multi_codec_gets_mjpeg() {
             .any(|(c, n)| *c == spice_shim_core::proto::VideoCodec::Mjpeg && *n > 0),
         "{stats}"
     );
+}
+
+/// A memfd of `w`x`h` XR24 colour bars that is not sealed against shrinking, and a second
+/// handle to it (the host keeps one and may truncate it later).
+fn unsealed_bars(w: u32, h: u32) -> (gstspicedmabuf::ScanoutInfo, OwnedFd, OwnedFd) {
+    let mut bars = GuestBuffer::new(w, h).unwrap();
+    test_guest::render(Pattern::Bars, 0, &mut bars);
+    let info = spice_shim_cli::guest::scanout_info(&bars);
+    let fd = rustix::fs::memfd_create(
+        "unsealed",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    let pixels = bars.pixels();
+    rustix::fs::ftruncate(&fd, pixels.len() as u64).unwrap();
+    let mut at = 0;
+    while at < pixels.len() {
+        at += rustix::io::pwrite(&fd, &pixels[at..], at as u64).unwrap();
+    }
+    let keep = fd.try_clone().unwrap();
+    (info, fd, keep)
+}
+
+/// Waits until every cookie in `cookies` came back; panics after `wait`.
+fn wait_cookies(returned: &Returned, cookies: std::ops::RangeInclusive<u64>, wait: Duration) {
+    let back = util::poll(wait, || {
+        let map = returned.0.lock().unwrap();
+        cookies.clone().all(|c| map.contains_key(&c)).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "cookies {cookies:?} not all back within {wait:?}: {:?}",
+        returned.0.lock().unwrap()
+    );
+}
+
+/// A host that hands over a memfd not sealed against shrinking gets an error (a reader of a
+/// truncated mapping would die of SIGBUS), its draws complete at once, and clients keep
+/// getting pictures from the valid scanouts before and after. A true dmabuf, the other kind
+/// accepted, cannot be made on the machines these tests run on (no GPU, no udmabuf).
+#[test]
+fn an_unsealed_memfd_scanout_is_refused_and_clients_keep_their_picture() {
+    let dir = TempDir::new("unsealed");
+    let (shim, addr, _done, returned) = start(config());
+    let (w, h) = (320, 240);
+    let full = Rect { x: 0, y: 0, w, h };
+
+    // A valid (sealed) scanout, drawn once.
+    let mut bars = GuestBuffer::new(w, h).unwrap();
+    test_guest::render(Pattern::Bars, 0, &mut bars);
+    shim.gl_scanout(
+        Some(spice_shim_cli::guest::scanout_info(&bars)),
+        vec![bars.dup_fd().unwrap()],
+    )
+    .expect("a sealed memfd is accepted");
+    shim.gl_draw(full, 1);
+
+    // A remote client stays connected throughout and gets the stream.
+    let main = main_channel(TcpStream::connect(addr).unwrap()).unwrap();
+    let mut display = display_channel(
+        TcpStream::connect(addr).unwrap(),
+        main.session_id,
+        remote_caps(),
+    )
+    .unwrap();
+    let stream_data = |display: &mut glclient::Display<TcpStream>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no STREAM_DATA {what}");
+            match display.chan.next_raw(Duration::from_secs(5)).unwrap() {
+                glclient::Next::Msg((123, _)) => return,
+                glclient::Next::Msg(_) | glclient::Next::Quiet => {}
+                glclient::Next::Closed => panic!("display channel closed {what}"),
+            }
+        }
+    };
+    stream_data(&mut display, "before the unsealed scanout");
+    // The previous valid picture.
+    let img = screenshot(addr, &dir, "before.ppm");
+    assert_eq!((img.width, img.height), (w, h));
+    test_guest::check_bars(&img, 48).unwrap();
+
+    // The unsealed memfd: refused with FdKind, naming the seal.
+    let (info, fd, keep) = unsealed_bars(w, h);
+    let err = shim
+        .gl_scanout(Some(info), vec![fd])
+        .expect_err("an unsealed memfd is refused");
+    assert!(
+        matches!(&err, gstspicedmabuf::ScanoutError::FdKind { index: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("F_SEAL_SHRINK"), "{err}");
+    // Its draws complete at once, each exactly once (checked by `finish`).
+    for cookie in 2..=11 {
+        shim.gl_draw(full, cookie);
+    }
+    wait_cookies(&returned, 1..=11, Duration::from_secs(2));
+    // Truncating it now hurts nobody: the shim did not keep it.
+    rustix::fs::ftruncate(&keep, 0).unwrap();
+    shim.gl_draw(full, 12);
+    wait_cookies(&returned, 12..=12, Duration::from_secs(2));
+
+    // Nothing new comes while there is no usable scanout: read what was queued before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the stream never went quiet");
+        match display.chan.next_raw(Duration::from_millis(500)).unwrap() {
+            glclient::Next::Quiet => break,
+            glclient::Next::Msg(_) => {}
+            glclient::Next::Closed => panic!("display channel closed after the refusal"),
+        }
+    }
+
+    // The next valid scanout: the connected client and a new one get its picture.
+    let mut bars2 = GuestBuffer::new(w, h).unwrap();
+    test_guest::render(Pattern::Bars, 1, &mut bars2);
+    shim.gl_scanout(
+        Some(spice_shim_cli::guest::scanout_info(&bars2)),
+        vec![bars2.dup_fd().unwrap()],
+    )
+    .expect("a sealed memfd is accepted");
+    shim.gl_draw(full, 13);
+    stream_data(&mut display, "after the next valid scanout");
+    let img = screenshot(addr, &dir, "after.ppm");
+    assert_eq!((img.width, img.height), (w, h));
+    test_guest::check_bars(&img, 48).unwrap();
+
+    drop(display);
+    drop(main);
+    let stats = finish(shim, &returned);
+    assert_eq!(stats.ledger.drawn, 13, "{stats}");
 }

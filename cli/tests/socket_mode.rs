@@ -692,3 +692,483 @@ fn producer_leaving_with_a_frame_held_does_not_block_the_next() {
     );
     gst.assert_running("at the end");
 }
+
+// ---------------------------------------------------------------------------------------------
+// c) a producer that never reads its replies
+// ---------------------------------------------------------------------------------------------
+
+/// `VmRSS` of process `pid` in KiB.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Threads of process `pid` named `name` (as `/proc/PID/task/*/comm` shows it: at most 15
+/// bytes).
+fn threads_named(pid: u32, name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// The element's reply writer thread, one per producer whose draws are not all released.
+const REPLY_THREAD: &str = "sdmbsrc-replies";
+
+/// Waits until no reply writer thread is left in gst-launch (every producer gone and its
+/// draws released).
+fn wait_for_no_reply_writer(gst: &mut ChildGuard, what: &str) {
+    let pid = gst.id();
+    let gone = util::poll(ANSWER, || {
+        (threads_named(pid, REPLY_THREAD) == 0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{what}: {} reply writer thread(s) still running in gst-launch\n{}",
+        threads_named(pid, REPLY_THREAD),
+        gst.logs()
+    );
+}
+
+/// Before, a producer that sent malformed packets and never read the ERROR answers grew the
+/// element's reply queue without bound (gst-launch went from 17 to 37 MB after 200,000
+/// packets). The queue is bounded now (1024 replies, `MAX_QUEUED_REPLIES` in
+/// element/src/socket.rs): past it, the producer is disconnected with one warning, and the
+/// element serves the next producer.
+#[test]
+fn a_producer_that_never_reads_its_replies_is_disconnected() {
+    /// Floods, one producer each.
+    const FLOODS: usize = 8;
+    /// A producer still connected after this many packets was not cut off. The bound is
+    /// reached after about 1,300 (1024 queued replies, plus what fits in the socket buffers).
+    const MAX_PACKETS: usize = 100_000;
+    const DISCONNECTED: &str = "producer does not read its replies";
+
+    let dir = TempDir::new("flood");
+    let socket = dir.join("src.sock");
+    let socket_arg = format!("socket-path={}", socket.display());
+    let mut cmd = gst_launch(
+        &dir,
+        &[
+            "spicedmabufsrc",
+            &socket_arg,
+            "!",
+            "fakesink",
+            "enable-last-sample=false",
+        ],
+    );
+    // Warnings only: one per malformed packet and the one line per disconnection.
+    cmd.env("GST_DEBUG", "*:1,spicedmabufsrc:2")
+        .env("GST_DEBUG_NO_COLOR", "1");
+    let mut gst = ChildGuard::spawn("gst-launch", cmd, &dir);
+    let pid = gst.id();
+
+    // Warm-up: one frame goes through, so what GStreamer allocates for a stream is counted in
+    // the starting figure.
+    let guest = rendered_guest();
+    let buf = guest.buffer(0).expect("buffer 0");
+    let mut p = Producer::connect(&socket, &mut gst);
+    p.send(&scanout_of(buf, XR24, wire::MOD_LINEAR), &[buf.fd()]);
+    p.send(&draw(0, 0, 64, 48, 1), &[]);
+    p.expect_done(1, DoneStatus::Released, None, "warm-up draw");
+    drop(p);
+    wait_for_no_reply_writer(&mut gst, "after the warm-up");
+    let start_kib = vm_rss_kib(pid);
+
+    let mut total = 0;
+    for flood in 1..=FLOODS {
+        let mut p = Producer::connect(&socket, &mut gst);
+        // If the element stopped reading, the producer's send would block: fail instead.
+        rustix::net::sockopt::set_socket_timeout(
+            &p.fd,
+            rustix::net::sockopt::Timeout::Send,
+            Some(ANSWER),
+        )
+        .expect("SO_SNDTIMEO");
+        let mut sent = 0usize;
+        let err = loop {
+            // 5 bytes: shorter than the header, answered with ERROR MALFORMED, not fatal.
+            match wire::send_packet(p.fd.as_fd(), b"junk!", &[]) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < MAX_PACKETS,
+                "flood {flood}: still connected after {sent} malformed packets whose replies \
+                 were never read (gst-launch RSS {} KiB, {start_kib} KiB at the start)",
+                vm_rss_kib(pid)
+            );
+        };
+        let errno = err.raw_os_error();
+        assert!(
+            errno == Some(Errno::PIPE.raw_os_error())
+                || errno == Some(Errno::CONNRESET.raw_os_error()),
+            "flood {flood}: the send failed with {err} after {sent} packets, not because the \
+             element hung up\n{}",
+            gst.logs()
+        );
+        total += sent;
+        // What the element sent before it hung up can still be read, then the stream ends.
+        let mut errors = 0usize;
+        loop {
+            match p.recv(ANSWER) {
+                Received::Msg(Message::Error { code, text }) => {
+                    assert_eq!(code, error_code::MALFORMED, "{text}");
+                    errors += 1;
+                }
+                Received::Msg(other) => panic!("flood {flood}: unexpected {other:?}"),
+                Received::Eof => break,
+                Received::Timeout => panic!("flood {flood}: the connection stayed open"),
+            }
+        }
+        assert!(
+            errors < sent,
+            "flood {flood}: {errors} ERRORs for {sent} packets"
+        );
+        gst.assert_running(&format!("after flood {flood}"));
+        // The element's writer, blocked on the full socket, was woken and ended.
+        wait_for_no_reply_writer(&mut gst, &format!("after flood {flood}"));
+    }
+
+    // One warning per producer cut off.
+    let lines = gst
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(DISCONNECTED))
+        .count();
+    assert_eq!(
+        lines,
+        FLOODS,
+        "lines containing {DISCONNECTED:?} in gst-launch's log\n{}",
+        gst.logs()
+    );
+
+    // Memory stays bounded: generous, since GStreamer and malloc keep some.
+    let end_kib = vm_rss_kib(pid);
+    eprintln!(
+        "gst-launch RSS: {start_kib} KiB before, {end_kib} KiB after {FLOODS} floods \
+         ({total} malformed packets)"
+    );
+    assert!(
+        end_kib < 2 * start_kib + 20 * 1024,
+        "gst-launch RSS grew from {start_kib} KiB to {end_kib} KiB over {total} malformed packets"
+    );
+
+    // The next producer is served normally.
+    let mut p = Producer::connect(&socket, &mut gst);
+    p.send(&scanout_of(buf, XR24, wire::MOD_LINEAR), &[buf.fd()]);
+    p.send(&draw(0, 0, 64, 48, 2), &[]);
+    p.expect_done(
+        2,
+        DoneStatus::Released,
+        None,
+        "draw of the producer after the floods",
+    );
+    p.send(&draw(8, 8, 16, 16, 3), &[]);
+    p.expect_done(
+        3,
+        DoneStatus::Released,
+        None,
+        "second draw after the floods",
+    );
+    p.expect_silence("after the draws");
+    gst.assert_running("at the end");
+    drop(p);
+    gst.kill();
+}
+
+// ---------------------------------------------------------------------------------------------
+// d) scanout fds that could shrink under a reader, or are not buffers
+// ---------------------------------------------------------------------------------------------
+//
+// A true dmabuf cannot be made on the machines these tests run on (no GPU, no udmabuf), so the
+// accepted kind tested here is the memfd sealed with F_SEAL_SHRINK; the dmabuf branch of
+// `scanout::check_fd_kind` (statfs magic) is not exercised.
+
+/// Writes `bytes` at offset 0 of `fd`.
+fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        at += rustix::io::pwrite(fd, &bytes[at..], at as u64).expect("pwrite");
+    }
+}
+
+/// A memfd holding `pixels`, sealed with F_SEAL_SHRINK or not.
+fn memfd_with(pixels: &[u8], sealed: bool) -> OwnedFd {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        "socket-mode-test",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .expect("memfd_create");
+    rustix::fs::ftruncate(&fd, pixels.len() as u64).expect("ftruncate");
+    pwrite_all(&fd, pixels);
+    if sealed {
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK).expect("F_ADD_SEALS");
+    }
+    fd
+}
+
+fn xr24_scanout(width: u32, height: u32) -> Message {
+    Message::Scanout {
+        width,
+        height,
+        fourcc: XR24,
+        y0_top: true,
+        modifier: wire::MOD_LINEAR,
+        planes: vec![PlaneLayout {
+            offset: 0,
+            stride: width * 4,
+        }],
+    }
+}
+
+/// Before, a producer could hand over an unsealed memfd and truncate it while frames were in
+/// flight: gst-launch died of SIGBUS (exit status 135) in the converter reading the frame.
+/// Such an fd is refused now, as are fds that are not buffers at all (a directory, a pipe).
+#[test]
+fn scanout_fds_that_could_shrink_or_are_not_buffers_are_refused() {
+    let (w, h) = (320u32, 240u32);
+    let dir = TempDir::new("unsealed");
+    let socket = dir.join("src.sock");
+    let socket_arg = format!("socket-path={}", socket.display());
+    // videoconvert reads every pixel of every frame: a truncated buffer would fault here.
+    let mut gst = ChildGuard::spawn(
+        "gst-launch",
+        gst_launch(
+            &dir,
+            &[
+                "spicedmabufsrc",
+                &socket_arg,
+                "!",
+                "videoconvert",
+                "!",
+                "video/x-raw,format=I420",
+                "!",
+                "fakesink",
+                "enable-last-sample=false",
+            ],
+        ),
+        &dir,
+    );
+    let mut bars = GuestBuffer::new(w, h).expect("memfd");
+    test_guest::render(test_guest::Pattern::Bars, 0, &mut bars);
+    let pixels = bars.pixels().to_vec();
+
+    let mut p = Producer::connect(&socket, &mut gst);
+    // A valid sealed scanout first, so the refusal also takes the previous one away.
+    let sealed = memfd_with(&pixels, true);
+    p.send(&xr24_scanout(w, h), &[sealed.as_fd()]);
+    p.send(&draw(0, 0, w, h, 1), &[]);
+    p.expect_done(1, DoneStatus::Released, None, "draw on a sealed memfd");
+
+    // An unsealed memfd, then what the attack did: draw on it, truncate it while frames are in
+    // flight, draw on. The answers are read only afterwards, so nothing waits for the element.
+    let unsealed = memfd_with(&pixels, false);
+    p.send(&xr24_scanout(w, h), &[unsealed.as_fd()]);
+    let sizes = [0u64, pixels.len() as u64, 0, 4096, 0];
+    let mut ids = Vec::new();
+    for (i, size) in sizes.into_iter().enumerate() {
+        for j in 0..4u64 {
+            let id = 10 + 4 * i as u64 + j;
+            if let Err(e) = wire::send_message(p.fd.as_fd(), &draw(0, 0, w, h, id), &[]) {
+                // Before, gst-launch died of SIGBUS (exit status 135) around here.
+                let status = gst.wait_timeout(Duration::from_secs(2));
+                panic!("DRAW {id}: {e}; gst-launch: {status:?}\n{}", gst.logs());
+            }
+            ids.push(id);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rustix::fs::ftruncate(&unsealed, size).expect("ftruncate the unsealed memfd");
+    }
+    // Every answer: one ERROR BAD_SCANOUT, then for each draw one DONE and one ERROR
+    // DRAW_REFUSED.
+    let mut done: std::collections::BTreeMap<u64, Vec<DoneStatus>> = Default::default();
+    let mut scanout_errors = Vec::new();
+    let mut refusals = 0;
+    let deadline = Instant::now() + SLOW;
+    while done.values().map(Vec::len).sum::<usize>() < ids.len() || refusals < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "answers missing: DONEs {done:?}, {refusals} refusals"
+        );
+        match p.recv(ANSWER) {
+            Received::Msg(Message::Done { draw_id, status }) => {
+                done.entry(draw_id).or_default().push(status)
+            }
+            Received::Msg(Message::Error { code, text }) if code == error_code::BAD_SCANOUT => {
+                scanout_errors.push(text)
+            }
+            Received::Msg(Message::Error { code, text }) => {
+                assert_eq!(code, error_code::DRAW_REFUSED, "{text}");
+                assert!(text.contains("no scanout"), "{text}");
+                refusals += 1;
+            }
+            Received::Msg(other) => panic!("unexpected {other:?}"),
+            // Before, gst-launch died here of SIGBUS (exit status 135).
+            Received::Eof | Received::Timeout => {
+                let status = gst.wait_timeout(Duration::from_secs(2));
+                panic!(
+                    "the element stopped answering (gst-launch: {status:?}) after DONEs \
+                     {done:?}\n{}",
+                    gst.logs()
+                );
+            }
+        }
+    }
+    gst.assert_running("after drawing on a truncated unsealed memfd");
+    assert_eq!(scanout_errors.len(), 1, "{scanout_errors:?}");
+    assert!(
+        scanout_errors[0].contains("F_SEAL_SHRINK") && scanout_errors[0].contains("fd #0"),
+        "the refusal names the missing seal: {scanout_errors:?}"
+    );
+    // Exactly one DONE per draw, each REFUSED: there is no usable scanout.
+    let expected: std::collections::BTreeMap<u64, Vec<DoneStatus>> = ids
+        .iter()
+        .map(|&id| (id, vec![DoneStatus::Refused]))
+        .collect();
+    assert_eq!(done, expected, "DONEs per draw");
+    p.expect_silence("after the refused draws");
+
+    // A memfd that cannot be sealed at all (created without MFD_ALLOW_SEALING).
+    let unsealable = rustix::fs::memfd_create("no-sealing", rustix::fs::MemfdFlags::CLOEXEC)
+        .expect("memfd_create");
+    rustix::fs::ftruncate(&unsealable, pixels.len() as u64).expect("ftruncate");
+    p.send(&xr24_scanout(w, h), &[unsealable.as_fd()]);
+    p.expect_error(
+        error_code::BAD_SCANOUT,
+        "F_SEAL_SHRINK",
+        "SCANOUT on a memfd without sealing",
+    );
+
+    // Not buffers at all: a directory and a pipe, refused by name.
+    let root = OwnedFd::from(std::fs::File::open("/").expect("open /"));
+    p.send(&xr24_scanout(64, 48), &[root.as_fd()]);
+    let text = p.expect_error(error_code::BAD_SCANOUT, "(a directory)", "SCANOUT on /");
+    assert!(text.contains("refused"), "{text}");
+    p.send(&draw(0, 0, 64, 48, 40), &[]);
+    p.expect_done(
+        40,
+        DoneStatus::Refused,
+        Some("no scanout"),
+        "DRAW after a directory",
+    );
+    let (pipe_r, pipe_w) = rustix::pipe::pipe().expect("pipe");
+    p.send(&xr24_scanout(64, 48), &[pipe_r.as_fd()]);
+    p.expect_error(error_code::BAD_SCANOUT, "(a pipe)", "SCANOUT on a pipe");
+    p.send(&xr24_scanout(64, 48), &[pipe_w.as_fd()]);
+    p.expect_error(
+        error_code::BAD_SCANOUT,
+        "(a pipe)",
+        "SCANOUT on a pipe's write end",
+    );
+    p.send(&draw(0, 0, 64, 48, 41), &[]);
+    p.expect_done(
+        41,
+        DoneStatus::Refused,
+        Some("no scanout"),
+        "DRAW after a pipe",
+    );
+
+    // The sealed memfd still works afterwards, and cannot be shrunk by its producer.
+    assert_eq!(
+        rustix::fs::ftruncate(&sealed, 0),
+        Err(Errno::PERM),
+        "ftruncate of a memfd sealed with F_SEAL_SHRINK"
+    );
+    p.send(&xr24_scanout(w, h), &[sealed.as_fd()]);
+    p.send(&draw(0, 0, w, h, 50), &[]);
+    p.expect_done(
+        50,
+        DoneStatus::Released,
+        None,
+        "draw on the sealed memfd again",
+    );
+    p.expect_silence("at the end");
+    gst.assert_running("at the end");
+    drop(p);
+    gst.kill();
+}
+
+/// A producer's own sealed memfd (not a `test_guest` buffer) works end to end: its frames
+/// come out of x264enc and decode to the counters drawn.
+#[test]
+fn a_sealed_memfd_from_a_producer_is_encoded_end_to_end() {
+    const FRAMES: u64 = 10;
+    let (w, h) = (320u32, 240u32);
+    let dir = TempDir::new("sealed");
+    let socket = dir.join("src.sock");
+    let out = dir.join("out.mp4");
+    let socket_arg = format!("socket-path={}", socket.display());
+    let out_arg = format!("location={}", out.display());
+    let frames_arg = format!("num-buffers={FRAMES}");
+    let mut gst = ChildGuard::spawn(
+        "gst-launch",
+        gst_launch(
+            &dir,
+            &[
+                "-e",
+                "spicedmabufsrc",
+                &socket_arg,
+                &frames_arg,
+                "!",
+                "videoconvert",
+                "!",
+                "video/x-raw,format=I420",
+                "!",
+                "x264enc",
+                "tune=zerolatency",
+                "speed-preset=ultrafast",
+                "!",
+                "h264parse",
+                "!",
+                "mp4mux",
+                "!",
+                "filesink",
+                &out_arg,
+            ],
+        ),
+        &dir,
+    );
+
+    let mut picture = GuestBuffer::new(w, h).expect("memfd");
+    test_guest::render(test_guest::Pattern::Counter, 0, &mut picture);
+    let fd = memfd_with(picture.pixels(), true);
+    let mut p = Producer::connect(&socket, &mut gst);
+    p.send(&xr24_scanout(w, h), &[fd.as_fd()]);
+    for frame in 0..FRAMES {
+        if frame > 0 {
+            // The previous draw has its DONE: the buffer may be drawn into again.
+            test_guest::render(test_guest::Pattern::Counter, frame, &mut picture);
+            pwrite_all(&fd, picture.pixels());
+        }
+        p.send(&draw(0, 0, w, h, frame + 1), &[]);
+        p.expect_done(
+            frame + 1,
+            DoneStatus::Released,
+            None,
+            &format!("frame {frame} on the sealed memfd"),
+        );
+    }
+    drop(p);
+    gst.expect_success(SLOW);
+
+    let counters = decode_counters(&out);
+    let expected: Vec<Option<u32>> = (0..FRAMES)
+        .map(|f| Some(test_guest::counter_value(f)))
+        .collect();
+    assert_eq!(
+        counters,
+        expected,
+        "counters decoded from {}",
+        out.display()
+    );
+}

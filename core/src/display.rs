@@ -14,15 +14,16 @@ use crate::channel::read_messages;
 use crate::conn::Conn;
 use crate::encoder::{AccessUnit, Subscriber};
 use crate::encoders::{Encoders, LostFn, Subscription};
+use crate::latency::{Latency, Verdict};
 use crate::ledger::DrawHandle;
 use crate::log;
 use crate::outbox::Outbox;
 use crate::proto::caps::display_cap;
 use crate::proto::consts::{gl_scanout_flags, stream_flags};
 use crate::proto::{
-    Caps, ClientDisplayMsg, GlDraw, GlScanoutUnix, HeaderKind, LinkMess, Mark, MonitorsConfig,
-    StreamActivateReport, StreamCreate, StreamDestroy, SurfaceCreate, SurfaceDestroy, VideoCodec,
-    parse_client_display,
+    Caps, ClientBaseMsg, ClientDisplayMsg, GlDraw, GlScanoutUnix, HeaderKind, LinkMess, Mark,
+    MonitorsConfig, Ping, StreamActivateReport, StreamCreate, StreamDestroy, StreamReport,
+    SurfaceCreate, SurfaceDestroy, VideoCodec, parse_client_display,
 };
 use crate::ratecontrol::RateController;
 use crate::shim::{ClientStats, Core, MmClock};
@@ -72,8 +73,9 @@ struct StreamState {
 
 /// A remote client of the video stream.
 ///
-/// Lock order: `picking` before `st` before `rate`; `st` before the encoders' state (through
-/// [`Subscription`]). A subscription is always dropped with no lock of the client held.
+/// Lock order: `picking` before `st` before `latency` and `rate`; `st` before the encoders'
+/// state (through [`Subscription`]). A subscription is always dropped with no lock of the
+/// client held.
 pub struct StreamClient {
     pub id: u64,
     peer: String,
@@ -88,6 +90,8 @@ pub struct StreamClient {
     dropped: AtomicU64,
     max_frames: usize,
     rate: Mutex<Option<RateController>>,
+    /// When the client shows frames: each STREAM_DATA's `multi_media_time`.
+    latency: Mutex<Latency>,
 }
 
 impl StreamClient {
@@ -113,6 +117,63 @@ impl StreamClient {
             if let Some(sub) = &self.st.lock().unwrap().sub {
                 sub.set_target_kbps(kbps);
             }
+        }
+    }
+
+    /// A STREAM_REPORT (not the decoder-failure one): adapts the latency (automatic mode) and
+    /// feeds the rate controller.
+    fn on_report(&self, r: &StreamReport) {
+        let now = Instant::now();
+        let (verdict, settled, rtt) = {
+            let mut l = self.latency.lock().unwrap();
+            let v = l.report(r, now);
+            (v, l.settled(now), l.rtt())
+        };
+        let rtt = rtt.map_or(String::new(), |d| {
+            format!(", round trip {:.1} ms", d.as_secs_f64() * 1000.0)
+        });
+        match verdict {
+            Verdict::Raised { from, to, again } => {
+                log::info(&format!(
+                    "{}: display latency {from} -> {to} ms ({} of {} frames late, the last by {} ms{rtt})",
+                    self.peer,
+                    r.num_drops,
+                    r.num_frames,
+                    (-r.last_frame_delay).max(0)
+                ));
+                // Late again soon after a raise: the link is congested, not just jittery.
+                if again {
+                    self.rate_event(true);
+                }
+            }
+            Verdict::Lowered { from, to } => {
+                log::debug(&format!(
+                    "{}: display latency {from} -> {to} ms (calm){rtt}",
+                    self.peer
+                ));
+                self.rate_event(false);
+            }
+            Verdict::Late => self.rate_event(true),
+            Verdict::Calm => self.rate_event(false),
+            Verdict::Ignored => {}
+        }
+        if let Some(ms) = settled {
+            log::info(&format!(
+                "{}: display latency settled at {ms} ms{rtt}",
+                self.peer
+            ));
+        }
+    }
+
+    /// A PONG to one of our PINGs: a round-trip sample.
+    fn on_pong(&self, timestamp: u64) {
+        let rtt = self.latency.lock().unwrap().pong(timestamp, Instant::now());
+        if let Some(rtt) = rtt {
+            log::debug(&format!(
+                "{}: round trip {:.2} ms",
+                self.peer,
+                rtt.as_secs_f64() * 1000.0
+            ));
         }
     }
 
@@ -162,9 +223,20 @@ impl StreamClient {
         let Some(stream_id) = st.stream_id else {
             return;
         };
+        let (mm_time, ping) = {
+            let mut l = self.latency.lock().unwrap();
+            (l.stamp(self.clock.now()), l.ping_due(Instant::now()))
+        };
+        if let Some((id, timestamp)) = ping {
+            self.outbox.send(&Ping {
+                id,
+                timestamp,
+                payload: &[],
+            });
+        }
         if self
             .outbox
-            .send_stream(stream_id, self.clock.now(), au, self.max_frames)
+            .send_stream(stream_id, mm_time, au, self.max_frames)
         {
             self.sent.fetch_add(1, Ordering::Relaxed);
             if au.keyframe {
@@ -209,11 +281,16 @@ impl StreamClient {
             create.flags &= !stream_flags::TOP_DOWN;
         }
         self.outbox.send(&create);
+        let report_window = {
+            let mut l = self.latency.lock().unwrap();
+            l.stream_started();
+            l.report_window()
+        };
         if self.caps.has(display_cap::STREAM_REPORT) {
             self.outbox.send(&StreamActivateReport {
                 stream_id: id,
                 unique_id: id,
-                max_window_size: 5,
+                max_window_size: report_window,
                 timeout_ms: 1000,
             });
         }
@@ -319,6 +396,22 @@ fn run_stream(
     caps: Caps,
     peer: &str,
 ) {
+    let setting = core.config().mm_latency_ms;
+    let mut latency = Latency::new(setting, Instant::now());
+    match setting {
+        Some(ms) => log::info(&format!("{peer}: display latency fixed at {ms} ms")),
+        None if !caps.has(display_cap::STREAM_REPORT) => {
+            latency.no_reports(Instant::now());
+            log::info(&format!(
+                "{peer}: display latency {} ms: the client does not report late frames",
+                latency.target_ms()
+            ));
+        }
+        None => log::info(&format!(
+            "{peer}: display latency automatic, starting at {} ms",
+            latency.target_ms()
+        )),
+    }
     let client = Arc::new(StreamClient {
         id,
         peer: peer.to_string(),
@@ -332,6 +425,7 @@ fn run_stream(
         dropped: AtomicU64::new(0),
         max_frames: core.config().max_queued_frames,
         rate: Mutex::new(None),
+        latency: Mutex::new(latency),
     });
     core.add_stream_client(client.clone());
     client.pick();
@@ -350,8 +444,11 @@ fn run_stream(
                     client.pick();
                 } else {
                     log::debug(&format!("{peer}: stream report {r:?}"));
-                    client.rate_event(r.num_drops > 0 || r.last_frame_delay < 0);
+                    client.on_report(&r);
                 }
+            }
+            Ok(ClientDisplayMsg::Base(ClientBaseMsg::Pong { timestamp, .. })) => {
+                client.on_pong(timestamp);
             }
             Ok(ClientDisplayMsg::PreferredVideoCodecs(p)) => {
                 client.st.lock().unwrap().prefs = p.known();
@@ -363,6 +460,21 @@ fn run_stream(
         true
     });
     log::debug(&format!("{peer}: display channel: {why}"));
+    {
+        let l = client.latency.lock().unwrap();
+        if l.is_auto() {
+            let (raises, lowerings, highest) = l.counts();
+            log::info(&format!(
+                "{peer}: display latency at the end {} ms (raised {raises} times, lowered \
+                 {lowerings} times, highest {highest} ms{})",
+                l.target_ms(),
+                l.rtt().map_or(String::new(), |d| format!(
+                    ", round trip {:.1} ms",
+                    d.as_secs_f64() * 1000.0
+                ))
+            ));
+        }
+    }
     client.finish();
     outbox.close();
     core.remove_stream_client(&client);

@@ -1,5 +1,7 @@
-//! Encoder pipelines: one per codec, built from `pipelines/<codec>.pipeline`, shared by every
-//! remote client that uses the codec. The appsink's access units fan out to subscribers.
+//! Encoder pipelines: one per codec, built from the codec's pipeline file (see
+//! [`crate::pipeline_files`]), shared by every remote client that uses the codec. The appsink's
+//! access units fan out to subscribers. Also: checking and probing pipeline texts, and the
+//! table of encoders' bitrate properties and units.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,35 +43,16 @@ pub fn pipeline_text(raw: &str) -> String {
         .join("\n")
 }
 
-/// Reads the encoder's bitrate property in kbit/s: `bitrate` (kbit/s, x264enc, x265enc, VA
-/// encoders) or `target-bitrate` (bit/s, vpxenc).
-fn bitrate_kbps(enc: &gst::Element) -> Option<u32> {
-    let as_u64 = |name: &str| -> Option<u64> {
-        enc.find_property(name)?;
-        let v = enc.property_value(name);
-        v.get::<u32>()
-            .map(u64::from)
-            .or_else(|_| v.get::<i32>().map(|x| x.max(0) as u64))
-            .or_else(|_| v.get::<u64>())
-            .ok()
-    };
-    if let Some(k) = as_u64("bitrate") {
-        return u32::try_from(k).ok();
-    }
-    as_u64("target-bitrate").and_then(|b| u32::try_from(b / 1000).ok())
-}
-
 /// The description on one line, for logs.
 pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Reads `<dir>/<codec>.pipeline`.
+/// The text of the pipeline `codec` would use from `dir`: the first of its files (see
+/// [`crate::pipeline_files`]) that parses and starts here. GStreamer must be initialised and
+/// `spicedmabufsrc` registered.
 pub fn read_pipeline(dir: &Path, codec: VideoCodec) -> Result<String, String> {
-    let path = dir.join(format!("{}.pipeline", codec.name()));
-    std::fs::read_to_string(&path)
-        .map(|t| pipeline_text(&t))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::pipeline_files::choose(dir, codec, &probe).map(|c| c.text)
 }
 
 struct Parsed {
@@ -83,11 +66,16 @@ fn parse(text: &str) -> Result<Parsed, String> {
     let mut ctx = gst::ParseContext::new();
     let element = gst::parse::launch_full(text, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS)
         .map_err(|e| {
-            let missing = ctx.missing_elements();
-            if missing.is_empty() {
-                e.to_string()
-            } else {
-                format!("missing element(s) {}: {e}", missing.join(", "))
+            // (The context also lists the element of an unknown property: only trust it for
+            // a missing element.)
+            let missing = match e.kind::<gst::ParseError>() {
+                Some(gst::ParseError::NoSuchElement) => ctx.missing_elements(),
+                _ => Vec::new(),
+            };
+            match missing.len() {
+                0 => format!("does not parse: {e}"),
+                1 => format!("missing element {}", missing[0]),
+                _ => format!("missing elements {}", missing.join(", ")),
             }
         })?;
     let pipeline = element
@@ -112,11 +100,233 @@ fn parse(text: &str) -> Result<Parsed, String> {
     })
 }
 
-/// Checks that `text` parses into a usable pipeline on this machine.
+/// Checks that `text` parses into a usable pipeline on this machine (every element exists, the
+/// `src` and `sink` ends are there); nothing is started.
 pub fn check(text: &str) -> Result<(), String> {
     parse(text).map(|p| {
         let _ = p.pipeline.set_state(gst::State::Null);
     })
+}
+
+/// How long a probe watches a started pipeline for an error.
+const PROBE_GRACE: Duration = Duration::from_millis(50);
+
+/// Checks that `text` parses here ([`check`]) and that the pipeline starts: it is brought to
+/// PLAYING with no frame pushed, watched for an error for a moment, and stopped. This finds
+/// encoders whose elements exist but whose device does not open (a VA-API or CUDA encoder
+/// without its GPU, a V4L2 device gone or busy) and other elements that fail to start (a
+/// `filesink` that cannot open its file). A failure that shows only with frames (an encoder that
+/// rejects the picture size, an NVENC session limit) is left to the encoder hub, which moves on
+/// to the codec's next file when a pipeline keeps failing.
+pub fn probe(text: &str) -> Result<(), String> {
+    let Parsed { pipeline, .. } = parse(text)?;
+    let result = start_briefly(&pipeline);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn start_briefly(pipeline: &gst::Pipeline) -> Result<(), String> {
+    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
+    // The first error posted within `wait` (those already queued with no wait at all).
+    let error = |wait: Duration| -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))?;
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Some(format!(
+                    "{}: {}",
+                    e.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                    e.error()
+                ));
+            }
+        }
+    };
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let why = error(Duration::ZERO).unwrap_or_else(|| "the change to PLAYING failed".into());
+        return Err(format!("does not start: {why}"));
+    }
+    // Every element's state change has run (with a live source the sinks stay ASYNC until the
+    // first frame, so waiting for the state to settle would wait for nothing); an element that
+    // fails on one of its own threads posts an error soon after.
+    match error(PROBE_GRACE) {
+        Some(why) => Err(format!("does not start: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Where an encoder takes its target bitrate, and in which unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitrateProperty {
+    /// A numeric property in kbit/s.
+    Kbps(&'static str),
+    /// A numeric property in bit/s.
+    Bps(&'static str),
+    /// A field in bit/s of a `GstStructure` property: V4L2 encoders' `extra-controls` (V4L2
+    /// control names), field `video_bitrate`.
+    ControlBps {
+        property: &'static str,
+        field: &'static str,
+    },
+}
+
+/// The bitrate property of an encoder, by element factory name (GStreamer 1.22):
+///
+/// | encoder | property | unit |
+/// |---|---|---|
+/// | `x264enc`, `x265enc` | `bitrate` | kbit/s |
+/// | `vah264enc`, `vah265enc` (and `va<device>h264enc`, `vah264lpenc`, …), `vaapih264enc` | `bitrate` | kbit/s |
+/// | `nvh264enc`, `nvh265enc`, `nvcudah264enc`, `nvautogpuh264enc`, … | `bitrate` | kbit/s |
+/// | `qsvh264enc`, `qsvh265enc`, `msdkh264enc`, … | `bitrate` | kbit/s |
+/// | `v4l2h264enc`, `v4l2h265enc` (and `v4l2video<N>h264enc`), … | `extra-controls`, field `video_bitrate` | bit/s |
+/// | `vp8enc`, `vp9enc` | `target-bitrate` | bit/s |
+/// | `openh264enc` | `bitrate` | bit/s |
+///
+/// JPEG encoders have none (`None`), and so has an encoder not in the table.
+pub fn bitrate_property(factory: &str) -> Option<BitrateProperty> {
+    const KBPS: BitrateProperty = BitrateProperty::Kbps("bitrate");
+    let hw = |prefix: &str| factory.starts_with(prefix) && factory.ends_with("enc");
+    if factory.contains("jpeg") {
+        return None;
+    }
+    match factory {
+        "x264enc" | "x265enc" => Some(KBPS),
+        "vp8enc" | "vp9enc" => Some(BitrateProperty::Bps("target-bitrate")),
+        "openh264enc" => Some(BitrateProperty::Bps("bitrate")),
+        // VA-API (va, and the older vaapi plugin), NVENC, Quick Sync (qsv, msdk).
+        _ if hw("va") || hw("nv") || hw("qsv") || hw("msdk") => Some(KBPS),
+        _ if hw("v4l2") => Some(BitrateProperty::ControlBps {
+            property: "extra-controls",
+            field: "video_bitrate",
+        }),
+        _ => None,
+    }
+}
+
+/// What an encoder not in [`bitrate_property`]'s table is assumed to take: `bitrate` in
+/// kbit/s, else `target-bitrate` in bit/s, if it has such a property.
+fn guess_bitrate_property(enc: &gst::Element) -> Option<BitrateProperty> {
+    if enc.find_property("bitrate").is_some() {
+        Some(BitrateProperty::Kbps("bitrate"))
+    } else if enc.find_property("target-bitrate").is_some() {
+        Some(BitrateProperty::Bps("target-bitrate"))
+    } else {
+        None
+    }
+}
+
+/// A numeric value as u64 (negative values as 0).
+fn value_u64(v: &glib::Value) -> Option<u64> {
+    v.get::<u32>()
+        .map(u64::from)
+        .or_else(|_| v.get::<u64>())
+        .or_else(|_| v.get::<i32>().map(|x| x.max(0) as u64))
+        .or_else(|_| v.get::<i64>().map(|x| x.max(0) as u64))
+        .ok()
+}
+
+/// `v` as a value of `pspec`'s numeric type, clamped to its range.
+fn numeric_value(pspec: &glib::ParamSpec, v: u64) -> Option<glib::Value> {
+    use glib::{ParamSpecInt, ParamSpecInt64, ParamSpecUInt, ParamSpecUInt64};
+    if let Some(p) = pspec.downcast_ref::<ParamSpecUInt>() {
+        let v = v.clamp(u64::from(p.minimum()), u64::from(p.maximum())) as u32;
+        return Some(v.to_value());
+    }
+    if let Some(p) = pspec.downcast_ref::<ParamSpecInt>() {
+        let v = (v.min(i32::MAX as u64) as i32).clamp(p.minimum(), p.maximum());
+        return Some(v.to_value());
+    }
+    if let Some(p) = pspec.downcast_ref::<ParamSpecUInt64>() {
+        return Some(v.clamp(p.minimum(), p.maximum()).to_value());
+    }
+    if let Some(p) = pspec.downcast_ref::<ParamSpecInt64>() {
+        let v = (v.min(i64::MAX as u64) as i64).clamp(p.minimum(), p.maximum());
+        return Some(v.to_value());
+    }
+    None
+}
+
+/// The value of `field` of a V4L2 controls structure, in kbit/s (`None` if absent or 0).
+pub fn control_kbps(controls: &gst::StructureRef, field: &str) -> Option<u32> {
+    let v = controls.value(field).ok()?;
+    let bps = value_u64(v).or_else(|| v.get::<&str>().ok()?.trim().parse().ok())?;
+    u32::try_from(bps / 1000).ok().filter(|k| *k > 0)
+}
+
+/// `controls` (or a new `controls` structure) with `field` set to `kbps` in bit/s, as a V4L2
+/// integer control.
+pub fn with_control_kbps(
+    controls: Option<gst::Structure>,
+    field: &str,
+    kbps: u32,
+) -> gst::Structure {
+    let mut s = controls.unwrap_or_else(|| gst::Structure::new_empty("controls"));
+    let bps = (u64::from(kbps) * 1000).min(i32::MAX as u64) as i32;
+    s.set(field, bps);
+    s
+}
+
+impl BitrateProperty {
+    /// The bitrate `enc` is set to, in kbit/s (`None` when unset, 0 or "automatic").
+    pub fn read_kbps(self, enc: &gst::Element) -> Option<u32> {
+        let numeric = |name: &str| -> Option<u64> {
+            enc.find_property(name)?;
+            value_u64(&enc.property_value(name))
+        };
+        let kbps = match self {
+            BitrateProperty::Kbps(name) => u32::try_from(numeric(name)?).ok()?,
+            BitrateProperty::Bps(name) => u32::try_from(numeric(name)? / 1000).ok()?,
+            BitrateProperty::ControlBps { property, field } => {
+                enc.find_property(property)?;
+                let s = enc
+                    .property_value(property)
+                    .get::<Option<gst::Structure>>()
+                    .ok()??;
+                control_kbps(&s, field)?
+            }
+        };
+        (kbps > 0).then_some(kbps)
+    }
+
+    /// Sets `enc`'s bitrate to `kbps` kbit/s, in the property's unit (clamped to its range).
+    pub fn write_kbps(self, enc: &gst::Element, kbps: u32) -> Result<(), String> {
+        let writable = |name: &str| -> Result<glib::ParamSpec, String> {
+            let pspec = enc
+                .find_property(name)
+                .ok_or_else(|| format!("no property '{name}'"))?;
+            if !pspec.flags().contains(glib::ParamFlags::WRITABLE)
+                || pspec.flags().contains(glib::ParamFlags::CONSTRUCT_ONLY)
+            {
+                return Err(format!("property '{name}' is not writable"));
+            }
+            Ok(pspec)
+        };
+        let numeric = |name: &str, v: u64| -> Result<(), String> {
+            let pspec = writable(name)?;
+            let value = numeric_value(&pspec, v)
+                .ok_or_else(|| format!("property '{name}' is not an integer"))?;
+            enc.set_property_from_value(name, &value);
+            Ok(())
+        };
+        match self {
+            BitrateProperty::Kbps(name) => numeric(name, u64::from(kbps)),
+            BitrateProperty::Bps(name) => numeric(name, u64::from(kbps) * 1000),
+            BitrateProperty::ControlBps { property, field } => {
+                let pspec = writable(property)?;
+                if pspec.value_type() != gst::Structure::static_type() {
+                    return Err(format!("property '{property}' is not a GstStructure"));
+                }
+                let current = enc
+                    .property_value(property)
+                    .get::<Option<gst::Structure>>()
+                    .ok()
+                    .flatten();
+                let s = with_control_kbps(current, field, kbps);
+                enc.set_property_from_value(property, &Some(s).to_value());
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A running encoder pipeline.
@@ -132,10 +342,14 @@ pub struct Encoder {
     stop_bus: Arc<AtomicBool>,
     keyframes: KeyframeRequester,
     flush: Arc<Mutex<FlushState>>,
+    /// Where `enc` takes its bitrate ([`bitrate_property`]).
+    bitrate_prop: Option<BitrateProperty>,
     /// Bitrate configured in the pipeline text, kbit/s (the ceiling for rate control).
     configured_kbps: Option<u32>,
     /// Bitrate set last, kbit/s.
     current_kbps: std::sync::atomic::AtomicU32,
+    /// Whether the encoder was seen keeping its bitrate after a change (logged once).
+    bitrate_kept: AtomicBool,
 }
 
 /// When the last frame of a burst went out, for [`Encoder::flush_if_idle`].
@@ -300,14 +514,38 @@ impl Encoder {
             last: Arc::default(),
             codec,
         };
-        let configured_kbps = enc.as_ref().and_then(bitrate_kbps);
+        let bitrate_prop = enc.as_ref().and_then(|e| {
+            let factory = e
+                .factory()
+                .map(|f| f.name().to_string())
+                .unwrap_or_default();
+            bitrate_property(&factory).or_else(|| {
+                let guess = guess_bitrate_property(e);
+                if let Some(g) = guess {
+                    log::info(&format!(
+                        "{}: {factory} is not in the bitrate table; assuming {g:?}",
+                        codec.name()
+                    ));
+                }
+                guess
+            })
+        });
+        let configured_kbps = enc
+            .as_ref()
+            .zip(bitrate_prop)
+            .and_then(|(e, p)| p.read_kbps(e));
         if let Some(k) = configured_kbps {
-            log::debug(&format!("{}: configured bitrate {k} kbit/s", codec.name()));
+            log::debug(&format!(
+                "{}: configured bitrate {k} kbit/s ({bitrate_prop:?})",
+                codec.name()
+            ));
         }
         Ok(Self {
             keyframes,
             flush,
+            bitrate_prop,
             configured_kbps,
+            bitrate_kept: AtomicBool::new(false),
             current_kbps: std::sync::atomic::AtomicU32::new(configured_kbps.unwrap_or(0)),
             codec,
             pipeline,
@@ -430,17 +668,33 @@ impl Encoder {
             .map(|_| self.current_kbps.load(Ordering::Relaxed))
     }
 
-    /// Sets the encoder's target bitrate in kbit/s, if it has a known bitrate property.
+    /// Sets the encoder's target bitrate in kbit/s, in the unit of its bitrate property
+    /// ([`bitrate_property`]); nothing if it has none or the pipeline text sets none.
     pub fn set_bitrate_kbps(&self, kbps: u32) {
-        let Some(enc) = &self.enc else { return };
+        let (Some(enc), Some(prop), Some(_)) = (&self.enc, self.bitrate_prop, self.configured_kbps)
+        else {
+            return;
+        };
         if self.current_kbps.swap(kbps, Ordering::Relaxed) == kbps {
             return;
         }
         log::info(&format!("{}: bitrate {kbps} kbit/s", self.codec.name()));
-        if enc.find_property("bitrate").is_some() {
-            enc.set_property_from_str("bitrate", &kbps.to_string());
-        } else if enc.find_property("target-bitrate").is_some() {
-            enc.set_property_from_str("target-bitrate", &(u64::from(kbps) * 1000).to_string());
+        if let Err(e) = prop.write_kbps(enc, kbps) {
+            log::warn(&format!(
+                "{}: cannot set the bitrate: {e}",
+                self.codec.name()
+            ));
+            return;
+        }
+        // Some encoders keep the bitrate they started with (GStreamer 1.22's VA encoders).
+        if let Some(now) = prop.read_kbps(enc)
+            && now != kbps
+            && !self.bitrate_kept.swap(true, Ordering::Relaxed)
+        {
+            log::info(&format!(
+                "{}: the encoder keeps {now} kbit/s while encoding; rate control has no effect on it",
+                self.codec.name()
+            ));
         }
     }
 }
@@ -459,5 +713,202 @@ impl Drop for Encoder {
             self.codec.name(),
             self.encoded()
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init() {
+        gst::init().unwrap();
+        gstspicedmabuf::register_static().unwrap();
+    }
+
+    fn shipped(rel: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pipelines")
+            .join(rel);
+        pipeline_text(&std::fs::read_to_string(path).unwrap())
+    }
+
+    #[test]
+    fn the_bitrate_table_names_each_encoders_property_and_unit() {
+        use BitrateProperty::*;
+        let v4l2 = ControlBps {
+            property: "extra-controls",
+            field: "video_bitrate",
+        };
+        for (factory, expected) in [
+            ("x264enc", Some(Kbps("bitrate"))),
+            ("x265enc", Some(Kbps("bitrate"))),
+            ("vah264enc", Some(Kbps("bitrate"))),
+            ("vah265enc", Some(Kbps("bitrate"))),
+            ("vah264lpenc", Some(Kbps("bitrate"))),
+            ("varenderD129h264enc", Some(Kbps("bitrate"))),
+            ("vaapih264enc", Some(Kbps("bitrate"))),
+            ("nvh264enc", Some(Kbps("bitrate"))),
+            ("nvh265enc", Some(Kbps("bitrate"))),
+            ("nvcudah264enc", Some(Kbps("bitrate"))),
+            ("nvautogpuh264enc", Some(Kbps("bitrate"))),
+            ("nvh264device1enc", Some(Kbps("bitrate"))),
+            ("qsvh264enc", Some(Kbps("bitrate"))),
+            ("qsvh265enc", Some(Kbps("bitrate"))),
+            ("msdkh264enc", Some(Kbps("bitrate"))),
+            ("v4l2h264enc", Some(v4l2)),
+            ("v4l2h265enc", Some(v4l2)),
+            ("v4l2video11h264enc", Some(v4l2)),
+            ("vp8enc", Some(Bps("target-bitrate"))),
+            ("vp9enc", Some(Bps("target-bitrate"))),
+            ("openh264enc", Some(Bps("bitrate"))),
+            ("jpegenc", None),
+            ("vajpegenc", None),
+            ("nvjpegenc", None),
+            ("v4l2jpegenc", None),
+            ("vapostproc", None),
+            ("identity", None),
+        ] {
+            assert_eq!(bitrate_property(factory), expected, "{factory}");
+        }
+    }
+
+    #[test]
+    fn v4l2_controls_carry_the_bitrate_in_bit_per_second() {
+        init();
+        let s: gst::Structure = "controls,video_bitrate=8000000,video_b_frames=0"
+            .parse()
+            .unwrap();
+        assert_eq!(control_kbps(&s, "video_bitrate"), Some(8000));
+        let s = with_control_kbps(Some(s), "video_bitrate", 2500);
+        assert_eq!(s.get::<i32>("video_bitrate").unwrap(), 2_500_000);
+        assert_eq!(s.get::<i32>("video_b_frames").unwrap(), 0);
+        assert_eq!(control_kbps(&s, "video_bitrate"), Some(2500));
+        let s = with_control_kbps(None, "video_bitrate", 1000);
+        assert_eq!(s.name(), "controls");
+        assert_eq!(s.get::<i32>("video_bitrate").unwrap(), 1_000_000);
+        assert_eq!(control_kbps(&s, "h264_i_frame_period"), None);
+        // The extra-controls line of the shipped V4L2 pipeline parses to 8000 kbit/s.
+        let text = shipped("h264.d/40-v4l2.pipeline");
+        let controls = text
+            .split('"')
+            .nth(1)
+            .expect("quoted extra-controls")
+            .parse::<gst::Structure>()
+            .unwrap();
+        assert_eq!(control_kbps(&controls, "video_bitrate"), Some(8000));
+    }
+
+    /// Reads and writes the bitrate through real elements, in their units.
+    #[test]
+    fn bitrates_are_read_and_written_in_each_elements_unit() {
+        init();
+        for (factory, props, kbps_prop, unit) in [
+            ("x264enc", "bitrate=8000", "bitrate", 1u64),
+            ("x265enc", "bitrate=8000", "bitrate", 1),
+            ("vp8enc", "target-bitrate=8000000", "target-bitrate", 1000),
+            ("vp9enc", "target-bitrate=8000000", "target-bitrate", 1000),
+            ("openh264enc", "bitrate=8000000", "bitrate", 1000),
+        ] {
+            if gst::ElementFactory::find(factory).is_none() {
+                panic!("{factory} is needed for this test (scripts/install-deps.sh)");
+            }
+            let bin = gst::parse::launch(&format!("{factory} name=enc {props}")).unwrap();
+            let enc = bin.downcast::<gst::Element>().unwrap();
+            let prop = bitrate_property(factory).unwrap();
+            assert_eq!(prop.read_kbps(&enc), Some(8000), "{factory}");
+            prop.write_kbps(&enc, 2500).unwrap();
+            assert_eq!(prop.read_kbps(&enc), Some(2500), "{factory}");
+            let raw = value_u64(&enc.property_value(kbps_prop)).unwrap();
+            assert_eq!(raw, 2500 * unit, "{factory} {kbps_prop}");
+        }
+        // Clamped to the property's range (x265enc: at most 102400 kbit/s).
+        let enc = gst::ElementFactory::make("x265enc").build().unwrap();
+        let prop = bitrate_property("x265enc").unwrap();
+        prop.write_kbps(&enc, 500_000).unwrap();
+        assert_eq!(prop.read_kbps(&enc), Some(102_400));
+        // An encoder without such a property is refused, not a panic.
+        let enc = gst::ElementFactory::make("jpegenc").build().unwrap();
+        assert!(
+            BitrateProperty::Kbps("bitrate")
+                .write_kbps(&enc, 1)
+                .is_err()
+        );
+        assert_eq!(BitrateProperty::Kbps("bitrate").read_kbps(&enc), None);
+        assert!(
+            BitrateProperty::ControlBps {
+                property: "quality",
+                field: "video_bitrate"
+            }
+            .write_kbps(&enc, 1)
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_pipeline_with_a_missing_element_is_named_so() {
+        init();
+        // The shipped hardware pipelines, on a machine without that hardware, name what is
+        // missing (all of it: the encoder and its upload/convert elements).
+        for (file, elements) in [
+            ("h264.d/10-va.pipeline", &["vapostproc", "vah264enc"][..]),
+            (
+                "h264.d/20-nvcodec.pipeline",
+                &["cudaupload", "cudaconvert", "nvh264enc"][..],
+            ),
+            ("h264.d/30-qsv.pipeline", &["qsvh264enc"][..]),
+            ("h264.d/40-v4l2.pipeline", &["v4l2h264enc"][..]),
+            ("h265.d/10-va.pipeline", &["vapostproc", "vah265enc"][..]),
+        ] {
+            let missing: Vec<&str> = elements
+                .iter()
+                .copied()
+                .filter(|e| gst::ElementFactory::find(e).is_none())
+                .collect();
+            let text = shipped(file);
+            match missing.as_slice() {
+                [] => {
+                    // This machine has the hardware: the file must at least parse.
+                    check(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+                }
+                [one] => assert_eq!(check(&text).unwrap_err(), format!("missing element {one}")),
+                many => assert_eq!(
+                    check(&text).unwrap_err(),
+                    format!("missing elements {}", many.join(", "))
+                ),
+            }
+        }
+        let e = check("spicedmabufsrc name=src ! nosuchelement ! appsink name=sink").unwrap_err();
+        assert_eq!(e, "missing element nosuchelement");
+        let e = check("spicedmabufsrc name=src ! x264enc nosuchprop=1 ! appsink name=sink")
+            .unwrap_err();
+        assert!(e.starts_with("does not parse: "), "{e}");
+    }
+
+    #[test]
+    fn a_pipeline_that_fails_to_start_is_refused_and_a_good_one_starts() {
+        init();
+        // Every element exists, but filesink cannot open its file on the way to PLAYING.
+        let broken = "spicedmabufsrc name=src ! videoconvert ! video/x-raw,format=I420 \
+                      ! tee name=t ! queue ! x264enc name=enc ! appsink name=sink \
+                      t. ! queue ! filesink location=/nonexistent/dir/x";
+        check(broken).unwrap();
+        let e = probe(broken).unwrap_err();
+        assert!(e.starts_with("does not start: "), "{e}");
+        assert!(e.contains("/nonexistent/dir/x"), "{e}");
+        for file in [
+            "h264.d/90-x264.pipeline",
+            "h265.d/90-x265.pipeline",
+            "vp8.pipeline",
+            "vp9.pipeline",
+            "mjpeg.pipeline",
+        ] {
+            let started = Instant::now();
+            probe(&shipped(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{file}: probe took {:?}",
+                started.elapsed()
+            );
+        }
     }
 }

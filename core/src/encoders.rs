@@ -1,7 +1,7 @@
 //! The encoders and who watches them: one pipeline per codec, started for its first subscriber
 //! and stopped after its last; the codec a client gets; the current scanout and every draw,
 //! fanned out to the running pipelines; rate control across a codec's subscribers; restarts of
-//! failed pipelines.
+//! failed pipelines, and the move to a codec's next pipeline file when one keeps failing.
 //!
 //! A display channel never touches an encoder. It asks [`Encoders::choose`] for a codec and
 //! [`Encoders::subscribe`] for a [`Subscription`], which delivers access units to its callback
@@ -32,8 +32,12 @@ pub(crate) struct Counters {
     pub bitrates: Vec<(VideoCodec, u32)>,
 }
 
-/// Failures after which a codec is given up.
+/// Failures after which a codec's pipeline file is given up (and the codec, if it was the last).
 const MAX_FAILURES: u32 = 3;
+
+/// A codec's pipeline files as (label, text), in the order they are used: the one chosen at
+/// start-up first, then the files after it in its `.d` directory.
+pub(crate) type Variants = Vec<(String, String)>;
 
 struct Sub {
     encoder: Arc<Encoder>,
@@ -46,13 +50,17 @@ struct State {
     scanout: Option<Arc<Scanout>>,
     encoders: HashMap<VideoCodec, Arc<Encoder>>,
     subs: HashMap<u64, Sub>,
+    /// Failures of the current pipeline file, per codec.
     failures: HashMap<VideoCodec, u32>,
+    /// Index of the pipeline file in use, per codec (0 when absent).
+    variant: HashMap<VideoCodec, usize>,
 }
 
 /// Every encoder pipeline of a server.
 pub(crate) struct Encoders {
-    /// Codecs offered (their pipeline parses here), in preference order, with the text.
-    offered: Vec<(VideoCodec, String)>,
+    /// Codecs offered (a pipeline file of theirs starts here), in preference order, with their
+    /// pipeline files.
+    offered: Vec<(VideoCodec, Variants)>,
     state: Mutex<State>,
     /// Frames encoded by pipelines already stopped.
     encoded_total: Mutex<HashMap<VideoCodec, u64>>,
@@ -99,7 +107,7 @@ impl Drop for Subscription {
 }
 
 impl Encoders {
-    pub fn new(offered: Vec<(VideoCodec, String)>) -> Arc<Self> {
+    pub fn new(offered: Vec<(VideoCodec, Variants)>) -> Arc<Self> {
         Arc::new(Self {
             offered,
             state: Mutex::default(),
@@ -164,15 +172,7 @@ impl Encoders {
         };
         let (enc, fresh) = match existing {
             Some(e) => (e, false),
-            None => {
-                let text = self
-                    .offered
-                    .iter()
-                    .find(|(c, _)| *c == codec)
-                    .map(|(_, t)| t.as_str())
-                    .ok_or_else(|| format!("codec {codec} is not offered"))?;
-                (Arc::new(Encoder::start(codec, text)?), true)
-            }
+            None => (Arc::new(self.start_encoder(codec)?), true),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sub, stale) = {
@@ -220,6 +220,57 @@ impl Encoders {
             self.retire(old);
         }
         Ok(sub)
+    }
+
+    fn variants(&self, codec: VideoCodec) -> Option<&Variants> {
+        self.offered
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, v)| v)
+    }
+
+    /// Starts `codec`'s pipeline from the file in use; a file whose pipeline does not start is
+    /// given up for the next one.
+    fn start_encoder(&self, codec: VideoCodec) -> Result<Encoder, String> {
+        let variants = self
+            .variants(codec)
+            .ok_or_else(|| format!("codec {codec} is not offered"))?;
+        loop {
+            let index = self.variant_index(codec);
+            let (label, text) = &variants[index];
+            match Encoder::start(codec, text) {
+                Ok(enc) => return Ok(enc),
+                Err(e) => {
+                    let mut st = self.state.lock().unwrap();
+                    match self.next_variant(&mut st, codec, index) {
+                        Some(next) => log::error(&format!(
+                            "the {codec} pipeline {label} does not start ({e}); switching to {next}"
+                        )),
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn variant_index(&self, codec: VideoCodec) -> usize {
+        let st = self.state.lock().unwrap();
+        st.variant.get(&codec).copied().unwrap_or(0)
+    }
+
+    /// Moves `codec` from pipeline file `from` to the next one, if there is one; returns its
+    /// label. If another thread moved on already, the file in use now is the answer.
+    fn next_variant(&self, st: &mut State, codec: VideoCodec, from: usize) -> Option<String> {
+        let variants = self.variants(codec)?;
+        let current = st.variant.entry(codec).or_default();
+        if *current == from {
+            if from + 1 >= variants.len() {
+                return None;
+            }
+            *current = from + 1;
+            st.failures.remove(&codec);
+        }
+        Some(variants[*current].0.clone())
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -294,7 +345,9 @@ impl Encoders {
 
     /// Periodic care (the supervisor thread): pushes the last frame of a burst out of idle
     /// pipelines, and restarts pipelines that hit an error (their frames were released when
-    /// they stopped). A codec whose pipeline failed [`MAX_FAILURES`] times is given up.
+    /// they stopped). A pipeline file that failed [`MAX_FAILURES`] times is given up for the
+    /// codec's next file (its clients subscribe again, starting with a keyframe); after the
+    /// last file, the codec is given up and its clients fall back to another codec.
     pub fn tend(&self) {
         let (running, scanout): (Vec<Arc<Encoder>>, _) = {
             let st = self.state.lock().unwrap();
@@ -326,13 +379,26 @@ impl Encoders {
                 let n = st.failures.entry(codec).or_default();
                 *n += 1;
                 let n = *n;
-                let give_up = n >= MAX_FAILURES;
-                if give_up {
+                let index = st.variant.get(&codec).copied().unwrap_or(0);
+                let label = self
+                    .variants(codec)
+                    .and_then(|v| v.get(index))
+                    .map(|(l, _)| l.clone())
+                    .unwrap_or_default();
+                let mut give_up = false;
+                if n < MAX_FAILURES {
+                    log::warn(&format!(
+                        "restarting the {codec} pipeline (failure {n}, {label})"
+                    ));
+                } else if let Some(next) = self.next_variant(&mut st, codec, index) {
                     log::error(&format!(
-                        "the {codec} pipeline failed {n} times; its clients fall back to another codec"
+                        "the {codec} pipeline failed {n} times ({label}); switching to {next}"
                     ));
                 } else {
-                    log::warn(&format!("restarting the {codec} pipeline (failure {n})"));
+                    give_up = true;
+                    log::error(&format!(
+                        "the {codec} pipeline failed {n} times ({label}); its clients fall back to another codec"
+                    ));
                 }
                 let lost = st
                     .subs

@@ -12,18 +12,21 @@ pub mod encoder;
 mod encoders;
 mod handshake;
 mod inputs_channel;
+pub mod latency;
 pub mod ledger;
 pub mod log;
 mod main_channel;
 mod mouse;
 pub mod options;
 mod outbox;
+pub mod pipeline_files;
 pub mod proto;
 pub mod ratecontrol;
 pub mod shim;
 pub mod throttle;
 pub mod ticket;
 pub mod tls;
+pub mod trim;
 
 pub use shim::{
     ClientStats, Config, InputFn, OptionSpelling, Shim, ShimError, ShimStats, TlsListen,

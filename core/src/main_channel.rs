@@ -1,9 +1,11 @@
-//! The main channel: MAIN_INIT, CHANNELS_LIST on ATTACH_CHANNELS, mouse mode (see [`crate::mouse`]).
+//! The main channel: MAIN_INIT (which starts the client's multimedia clock, see
+//! [`crate::latency`]), CHANNELS_LIST on ATTACH_CHANNELS, mouse mode (see [`crate::mouse`]).
 
 use std::sync::Arc;
 
 use crate::channel::read_messages;
 use crate::conn::Conn;
+use crate::latency;
 use crate::log;
 use crate::outbox::Outbox;
 use crate::proto::consts::channel_type;
@@ -27,7 +29,12 @@ pub fn run(core: &Arc<Core>, id: u64, mut conn: Conn, header: HeaderKind, sessio
         current_mouse_mode: current,
         agent_connected: 0,
         agent_tokens: 10,
-        multi_media_time: core.mm_now().wrapping_sub(core.config().mm_latency_ms),
+        // The client's clock starts the fixed latency, or the automatic mode's start value,
+        // behind ours; the display channel then adapts each frame's stamp (see
+        // `crate::latency`), so this clock is never moved again.
+        multi_media_time: core
+            .mm_now()
+            .wrapping_sub(latency::initial_ms(core.config().mm_latency_ms)),
         ram_hint: 0,
     });
     let why = read_messages(&mut conn, header, |t, body| {

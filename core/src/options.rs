@@ -173,6 +173,7 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
             }
             "video-codecs" | "video-codec" => codecs = Some(parse_video_codecs(&need(value)?)?),
             "pipelines" => pipelines = Some(PathBuf::from(need(value)?)),
+            "mm-latency" if value == Some("auto") => mm_latency = None,
             "mm-latency" | "gl-draw-timeout" => {
                 let v = need(value)?;
                 let ms = v
@@ -180,7 +181,10 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
                     .ok()
                     .filter(|ms| (1..=10_000).contains(ms))
                     .ok_or_else(|| {
-                        format!("bad value for {key}: '{v}' (expected milliseconds, 1..10000)")
+                        let auto = if key == "mm-latency" { " or auto" } else { "" };
+                        format!(
+                            "bad value for {key}: '{v}' (expected milliseconds, 1..10000{auto})"
+                        )
                     })?;
                 if key == "mm-latency" {
                     mm_latency = Some(ms);
@@ -263,7 +267,7 @@ pub fn parse(options: &str, default_pipelines: impl FnOnce() -> PathBuf) -> Resu
         disable_ticketing,
         tls,
         spelling: crate::shim::OptionSpelling::OptionString,
-        mm_latency_ms: mm_latency.unwrap_or(defaults.mm_latency_ms),
+        mm_latency_ms: mm_latency.or(defaults.mm_latency_ms),
         gl_done_timeout: gl_timeout
             .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
             .unwrap_or(defaults.gl_done_timeout),
@@ -278,6 +282,27 @@ mod tests {
 
     fn parse_ok(s: &str) -> Config {
         parse(s, || PathBuf::from("/p")).unwrap()
+    }
+
+    #[test]
+    fn mm_latency_option() {
+        assert_eq!(parse_ok("").mm_latency_ms, None, "automatic by default");
+        assert_eq!(parse_ok("mm-latency=auto").mm_latency_ms, None);
+        assert_eq!(parse_ok("mm-latency=150").mm_latency_ms, Some(150));
+        assert_eq!(
+            parse_ok("mm-latency=150,mm-latency=auto").mm_latency_ms,
+            None,
+            "the last one wins"
+        );
+        let err = |s: &str| parse(s, || PathBuf::from("/p")).unwrap_err();
+        assert_eq!(
+            err("mm-latency=0"),
+            "bad value for mm-latency: '0' (expected milliseconds, 1..10000 or auto)"
+        );
+        assert_eq!(
+            err("gl-draw-timeout=0"),
+            "bad value for gl-draw-timeout: '0' (expected milliseconds, 1..10000)"
+        );
     }
 
     #[test]

@@ -26,11 +26,13 @@ use crate::handshake::{self, Linked};
 use crate::ledger::{CompleteFn, Ledger, LedgerStats};
 use crate::log;
 use crate::mouse::MouseModes;
+use crate::pipeline_files;
 use crate::proto::consts::{channel_type, link_err};
 use crate::proto::{CursorShape, HeaderKind, InputEvent, LinkMess, VideoCodec};
 use crate::throttle::Throttle;
 use crate::ticket::TicketKey;
 use crate::tls::{TlsConfig, TlsError};
+use crate::trim;
 
 /// Departed clients whose counters are kept for the exit report.
 const MAX_FINISHED: usize = 256;
@@ -72,12 +74,17 @@ pub struct Config {
     pub unix: Option<PathBuf>,
     /// Codecs in order of preference.
     pub codecs: Vec<VideoCodec>,
-    /// Directory of `<codec>.pipeline` files.
+    /// Directory of pipeline files: `<codec>.d/*.pipeline`, else `<codec>.pipeline` (see
+    /// [`crate::pipeline_files`]).
     pub pipelines_dir: PathBuf,
     /// Password for the SPICE ticket (`None`: any ticket is accepted).
     pub password: Option<String>,
-    /// How far the client's multimedia clock runs behind the server's (ms).
-    pub mm_latency_ms: u32,
+    /// How long after a frame leaves the encoder remote clients show it (ms): spice-gtk shows
+    /// each frame at its `multi_media_time`. `Some(n)`: fixed at `n`; `None` (the default):
+    /// automatic, from [`crate::latency::START_MS`] within [`crate::latency::MIN_MS`] to
+    /// [`crate::latency::MAX_MS`], raised when a client reports late frames and lowered slowly
+    /// when it does not (see [`crate::latency`]).
+    pub mm_latency_ms: Option<u32>,
     /// How long a local GL client may take to answer GL_DRAW_DONE.
     pub gl_done_timeout: Duration,
     /// Encoded frames queued per remote client before frames are dropped for it.
@@ -206,7 +213,7 @@ impl Default for Config {
             codecs: vec![VideoCodec::H264, VideoCodec::Vp8, VideoCodec::Mjpeg],
             pipelines_dir: default_pipelines_dir(),
             password: None,
-            mm_latency_ms: 150,
+            mm_latency_ms: None,
             gl_done_timeout: Duration::from_secs(1),
             max_queued_frames: 8,
             handshake_timeout: Duration::from_secs(10),
@@ -387,9 +394,14 @@ impl Core {
 
     /// Restarts failed pipelines and flushes idle ones until the server stops.
     fn supervise(&self) {
+        let mut last_trim = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(50));
             self.encoders.tend();
+            if last_trim.elapsed() >= trim::INTERVAL && trim::take_wanted() {
+                trim::release_free_memory();
+                last_trim = Instant::now();
+            }
             for line in self.throttle.lock().unwrap().expire(Instant::now()) {
                 log::info(&line);
             }
@@ -575,18 +587,26 @@ impl Shim {
         gst::init().map_err(|e| ShimError::Gst(e.to_string()))?;
         gstspicedmabuf::register_static().map_err(|e| ShimError::Gst(e.to_string()))?;
 
+        // Each codec's pipeline: the first of its files that parses and starts here (see
+        // pipeline_files); the files after it are the hub's fallbacks.
         let mut codecs = Vec::new();
         let mut problems = Vec::new();
         for &codec in &config.codecs {
-            match encoder::read_pipeline(&config.pipelines_dir, codec)
-                .and_then(|t| encoder::check(&t).map(|_| t))
-            {
-                Ok(text) => {
+            match pipeline_files::choose(&config.pipelines_dir, codec, &encoder::probe) {
+                Ok(choice) => {
+                    if let Some(plain) = &choice.shadowed {
+                        log::warn(&format!(
+                            "{} is ignored: {codec}.d/ is used instead (move it into {codec}.d/, \
+                             e.g. as {codec}.d/05-local.pipeline)",
+                            plain.display()
+                        ));
+                    }
+                    log::info(&choice.summary());
                     log::info(&format!(
                         "codec {codec}: pipeline {}",
-                        encoder::one_line(&text)
+                        encoder::one_line(&choice.text)
                     ));
-                    codecs.push((codec, text));
+                    codecs.push((codec, choice.variants()));
                 }
                 Err(e) => {
                     log::warn(&format!("codec {codec} not offered: {e}"));
@@ -977,7 +997,11 @@ fn accept_loop(core: Weak<Core>, accept: impl Fn() -> std::io::Result<Conn>) {
                     continue;
                 };
                 let core2 = c.clone();
-                c.spawn("shim-conn", move || core2.handle_connection(conn, id));
+                c.spawn("shim-conn", move || {
+                    core2.handle_connection(conn, id);
+                    // What the connection's threads freed goes back to the system.
+                    trim::wanted();
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 drop(c);

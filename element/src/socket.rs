@@ -3,19 +3,24 @@
 //! `socket-path` mode: a listener thread that accepts one producer at a time on a unix
 //! SOCK_SEQPACKET socket and turns its messages (docs/socket-protocol.md) into
 //! `push_scanout`/`push_draw` calls. Each draw's release sends a DONE back to the producer.
+//!
+//! Replies (DONE and ERROR) go through a bounded queue to a writer thread. A producer that lets
+//! [`MAX_QUEUED_REPLIES`] of them pile up (it does not read its socket) is disconnected, so a
+//! producer cannot grow the element's memory by sending and never reading.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 use rustix::event::{PollFd, PollFlags, poll};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, Shutdown, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::frame::{DrawRelease, DrawStatus};
 use crate::scanout::{Plane, Rect, Scanout, ScanoutInfo};
@@ -24,6 +29,57 @@ use crate::spicedmabufsrc::imp::CAT;
 use crate::wire::{self, DoneStatus, Message};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Replies (DONE and ERROR packets) waiting for a producer that does not read them, beyond
+/// what its socket buffer holds, before the element hangs up on it. A reply is at most 4 KiB
+/// ([`wire::MAX_PACKET`]) and usually 20 to 150 bytes, so this caps the queue at 4 MiB and
+/// typically at about 150 KiB. A producer that reads its socket never comes near it: it has at
+/// most a few draws in flight.
+pub(crate) const MAX_QUEUED_REPLIES: usize = 1024;
+
+/// The reply path toward one producer: a bounded queue drained by a writer thread. Cloned into
+/// every draw's release, which may run on a streaming thread, so sending never blocks.
+#[derive(Clone)]
+struct Replies {
+    tx: mpsc::SyncSender<Vec<u8>>,
+    conn: Arc<OwnedFd>,
+    /// Set once the producer was disconnected for not reading its replies.
+    overflowed: Arc<AtomicBool>,
+    element: glib::WeakRef<SpiceDmabufSrc>,
+}
+
+impl Replies {
+    /// Queues one packet. If the queue is full, the producer is disconnected (once, with one
+    /// warning): its socket is shut down, which ends the reader loop (and so the producer's
+    /// session, as if it had left) and wakes the writer if it is blocked on the full socket.
+    fn send(&self, packet: Vec<u8>) {
+        if self.overflowed.load(Ordering::Acquire) {
+            return;
+        }
+        match self.tx.try_send(packet) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => self.overflow(),
+        }
+    }
+
+    fn overflow(&self) {
+        if self.overflowed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let text = format!(
+            "producer does not read its replies ({MAX_QUEUED_REPLIES} DONE/ERROR packets queued); disconnecting it"
+        );
+        match self.element.upgrade() {
+            Some(el) => gst::warning!(CAT, obj = el, "{text}"),
+            None => gst::warning!(CAT, "{text}"),
+        }
+        let _ = rustix::net::shutdown(&*self.conn, Shutdown::Both);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+}
 
 /// The listener thread; stops and removes the socket file when dropped.
 pub(crate) struct SocketListener {
@@ -53,7 +109,7 @@ impl SocketListener {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = element.downgrade();
         let thread = std::thread::Builder::new()
-            .name("spicedmabufsrc-listen".into())
+            .name("sdmbsrc-listen".into())
             .spawn({
                 let stop = stop.clone();
                 move || accept_loop(fd, weak, stop)
@@ -118,13 +174,25 @@ fn serve_producer(conn: OwnedFd, element: &glib::WeakRef<SpiceDmabufSrc>, stop: 
     let conn = Arc::new(conn);
     // DONE and ERROR packets go through a writer thread so a release (which may run on a
     // streaming thread) never blocks on the producer's socket.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(MAX_QUEUED_REPLIES);
+    let replies = Replies {
+        tx,
+        conn: conn.clone(),
+        overflowed: Arc::new(AtomicBool::new(false)),
+        element: element.clone(),
+    };
     let writer = {
         let conn = conn.clone();
+        let overflowed = replies.overflowed.clone();
         std::thread::Builder::new()
-            .name("spicedmabufsrc-done".into())
+            // At most 15 bytes: the thread's name as /proc shows it.
+            .name("sdmbsrc-replies".into())
             .spawn(move || {
                 for packet in rx {
+                    // Once the producer was cut off, what is left is dropped unsent.
+                    if overflowed.load(Ordering::Acquire) {
+                        continue;
+                    }
                     // The producer may be gone; its draws still end exactly once here.
                     let _ = wire::send_packet(conn.as_fd(), &packet, &[]);
                 }
@@ -139,14 +207,14 @@ fn serve_producer(conn: OwnedFd, element: &glib::WeakRef<SpiceDmabufSrc>, stop: 
     };
 
     let mut buf = [0u8; wire::MAX_PACKET];
-    while wait_readable(&conn, stop) {
+    while !replies.overflowed() && wait_readable(&conn, stop) {
         let (len, fds) = match wire::recv_packet(conn.as_fd(), &mut buf) {
             Ok(Some(p)) => p,
             Ok(None) => break,
             Err(e) => {
                 report(
                     element,
-                    &tx,
+                    &replies,
                     e.error_code(),
                     &format!("receive failed: {e}"),
                 );
@@ -158,11 +226,11 @@ fn serve_producer(conn: OwnedFd, element: &glib::WeakRef<SpiceDmabufSrc>, stop: 
         };
         let nfds = fds.len();
         match wire::decode(&buf[..len], nfds) {
-            Ok(msg) => handle_message(msg, fds, element, &tx),
+            Ok(msg) => handle_message(msg, fds, element, &replies),
             Err(e) => {
                 report(
                     element,
-                    &tx,
+                    &replies,
                     e.error_code(),
                     &format!("malformed message: {e}"),
                 );
@@ -172,27 +240,23 @@ fn serve_producer(conn: OwnedFd, element: &glib::WeakRef<SpiceDmabufSrc>, stop: 
             }
         }
     }
-    // The producer's buffers are no longer its scanout.
+    // The producer's buffers are no longer its scanout. Its draws in flight end as usual (each
+    // release holds a sender); after an overflow their DONEs are dropped unsent.
     if let Some(el) = element.upgrade() {
         el.push_scanout(None);
     }
     // The writer ends by itself once the last pending draw of this producer is released (each
     // release holds a sender); waiting for it here could wait on frames still in the pipeline.
-    drop(tx);
+    drop(replies);
     drop(writer);
 }
 
-fn report(
-    element: &glib::WeakRef<SpiceDmabufSrc>,
-    tx: &mpsc::Sender<Vec<u8>>,
-    code: u32,
-    text: &str,
-) {
+fn report(element: &glib::WeakRef<SpiceDmabufSrc>, replies: &Replies, code: u32, text: &str) {
     match element.upgrade() {
         Some(el) => gst::warning!(CAT, obj = el, "producer: {text}"),
         None => gst::warning!(CAT, "producer: {text}"),
     }
-    let _ = tx.send(wire::encode(&Message::Error {
+    replies.send(wire::encode(&Message::Error {
         code,
         text: text.to_string(),
     }));
@@ -202,7 +266,7 @@ fn handle_message(
     msg: Message,
     fds: Vec<OwnedFd>,
     element: &glib::WeakRef<SpiceDmabufSrc>,
-    tx: &mpsc::Sender<Vec<u8>>,
+    replies: &Replies,
 ) {
     let Some(el) = element.upgrade() else { return };
     match msg {
@@ -241,7 +305,7 @@ fn handle_message(
                     el.push_scanout(None);
                     report(
                         element,
-                        tx,
+                        replies,
                         wire::error_code::BAD_SCANOUT,
                         &format!("scanout refused: {e}"),
                     );
@@ -255,14 +319,14 @@ fn handle_message(
             h,
             draw_id,
         } => {
-            let tx_done = tx.clone();
+            let tx_done = replies.clone();
             let release = DrawRelease::new(draw_id, move |id, status| {
                 let status = match status {
                     DrawStatus::Released => DoneStatus::Released,
                     DrawStatus::Dropped => DoneStatus::Dropped,
                     DrawStatus::Refused => DoneStatus::Refused,
                 };
-                let _ = tx_done.send(wire::encode(&Message::Done {
+                tx_done.send(wire::encode(&Message::Done {
                     draw_id: id,
                     status,
                 }));
@@ -270,7 +334,12 @@ fn handle_message(
             if let Err(e) = el.push_draw(Rect { x, y, w, h }, release)
                 && !matches!(e, crate::DrawError::NotRunning(_))
             {
-                report(element, tx, wire::error_code::DRAW_REFUSED, &e.to_string());
+                report(
+                    element,
+                    replies,
+                    wire::error_code::DRAW_REFUSED,
+                    &e.to_string(),
+                );
             }
         }
         Message::Hello { version, name } => {
@@ -279,7 +348,7 @@ fn handle_message(
         Message::Done { .. } | Message::Error { .. } => {
             report(
                 element,
-                tx,
+                replies,
                 wire::error_code::MALFORMED,
                 "unexpected message from the producer",
             );

@@ -93,9 +93,12 @@ typedef void (*SpiceShimAsyncComplete)(void *opaque, uint64_t cookie);
  *   disable-ticketing=on|off  "on": no password (any client may connect); cannot be combined
  *                         with a password. Without a password and without this option, any
  *                         client may connect too, and a warning is logged.
- *   mm-latency=MS         how far behind the server's clock clients schedule frames (default
- *                         150). spice-gtk shows each frame at its time stamp, so this is the
- *                         display delay it adds; MJPEG frames that arrive later are dropped.
+ *   mm-latency=MS|auto    how long after a frame leaves the encoder clients show it (spice-gtk
+ *                         shows each frame at its time stamp, so this is the display delay it
+ *                         adds; MJPEG frames that arrive later are dropped). "auto" (the
+ *                         default): per client, from 10 ms within 10..400 ms, raised when the
+ *                         client reports late frames and lowered slowly when it does not. A
+ *                         number fixes it (no adaptation).
  *   gl-draw-timeout=MS    how long a local GL client may take to answer a draw before it is
  *                         treated as gone and the cookie returns (default 1000).
  *

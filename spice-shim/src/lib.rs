@@ -861,11 +861,11 @@ mod tests {
             [VideoCodec::Vp9]
         );
         let c = parse_options("mm-latency=40,gl-draw-timeout=250").unwrap();
-        assert_eq!(c.mm_latency_ms, 40);
+        assert_eq!(c.mm_latency_ms, Some(40));
         assert_eq!(c.gl_done_timeout, std::time::Duration::from_millis(250));
         assert_eq!(
             parse_options("mm-latency=0").unwrap_err(),
-            "bad value for mm-latency: '0' (expected milliseconds, 1..10000)"
+            "bad value for mm-latency: '0' (expected milliseconds, 1..10000 or auto)"
         );
         // unix only, unix + tcp, QEMU's unix=on,addr=PATH.
         let c = parse_options("unix=/tmp/s").unwrap();

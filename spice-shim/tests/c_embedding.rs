@@ -1184,7 +1184,8 @@ fn install_script_and_pkg_config() {
         "lib/libspice_shim.a",
         "lib/pkgconfig/spice-shim.pc",
         "include/spice-shim.h",
-        "share/spice-shim/pipelines/h264.pipeline",
+        "share/spice-shim/pipelines/h264.d/10-va.pipeline",
+        "share/spice-shim/pipelines/h264.d/90-x264.pipeline",
         "share/spice-shim/pipelines/mjpeg.pipeline",
     ] {
         assert!(prefix.join(f).is_file(), "{f} not installed");
@@ -1280,9 +1281,9 @@ fn install_script_and_pkg_config() {
         assert_success(&out, &exe.display().to_string());
         ok_line(&text(&out.stdout));
     }
-    // ... and it is the installed directory they use: without its h264.pipeline they fail,
+    // ... and it is the installed directory they use: without its h264.d/ they fail,
     // naming it.
-    std::fs::remove_file(pipelinesdir.join("h264.pipeline")).unwrap();
+    std::fs::remove_dir_all(pipelinesdir.join("h264.d")).unwrap();
     for exe in [&shared, &stat] {
         let out = run_limited(
             Command::new(exe)

@@ -80,7 +80,8 @@ typedef void (*SpiceShimAsyncComplete)(void *opaque, uint64_t cookie);
  *                         names are ignored). Codecs whose pipeline does not work on this host
  *                         are left out (logged); if none is left, spice_shim_new() fails.
  *                         video-codec= is a synonym.
- *   pipelines=DIR         directory of <codec>.pipeline files. Default: $SPICE_SHIM_PIPELINES,
+ *   pipelines=DIR         directory of pipeline files (<codec>.d/*.pipeline in name order, else
+ *                         <codec>.pipeline; the first that starts here is used). Default: $SPICE_SHIM_PIPELINES,
  *                         else PREFIX/share/spice-shim/pipelines, PREFIX being where the library
  *                         (or, linked statically, the program) is installed, else the source
  *                         tree the library was built from, else
@@ -92,7 +93,16 @@ typedef void (*SpiceShimAsyncComplete)(void *opaque, uint64_t cookie);
  *                         (password-file=) or the environment (password-secret=).
  *   disable-ticketing=on|off  "on": no password (any client may connect); cannot be combined
  *                         with a password. Without a password and without this option, any
- *                         client may connect too, and a warning is logged.
+ *                         client may connect too on a loopback address (a warning is logged);
+ *                         on any other address spice_shim_new() then fails unless TLS
+ *                         (tls-port=) or this option is given.
+ *   tls-port=N            also listen for TLS on addr= (QEMU's tls-port); without port=, TLS
+ *                         only. Needs x509-dir=.
+ *   x509-dir=DIR          ca-cert.pem, server-cert.pem and server-key.pem, as QEMU names them
+ *   tls-channels=LIST     channels that must use TLS (main, display, inputs, cursor, default;
+ *                         ':'-separated or repeated). With a TLS port and no list, all of them:
+ *                         a channel linked on the plain port is told to use the TLS port.
+ *   plaintext-channels=LIST  channels that may stay on the plain port (same names)
  *   mm-latency=MS|auto    how long after a frame leaves the encoder clients show it (spice-gtk
  *                         shows each frame at its time stamp, so this is the display delay it
  *                         adds; MJPEG frames that arrive later are dropped). "auto" (the

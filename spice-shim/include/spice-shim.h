@@ -80,8 +80,9 @@ typedef void (*SpiceShimAsyncComplete)(void *opaque, uint64_t cookie);
  *                         names are ignored). Codecs whose pipeline does not work on this host
  *                         are left out (logged); if none is left, spice_shim_new() fails.
  *                         video-codec= is a synonym.
- *   pipelines=DIR         directory of pipeline files (<codec>.d/*.pipeline in name order, else
- *                         <codec>.pipeline; the first that starts here is used). Default: $SPICE_SHIM_PIPELINES,
+ *   pipelines=DIR         directory of pipeline files: the .pipeline files of <codec>.d in name
+ *                         order, else <codec>.pipeline; the first that starts here is used.
+ *                         Default: $SPICE_SHIM_PIPELINES,
  *                         else PREFIX/share/spice-shim/pipelines, PREFIX being where the library
  *                         (or, linked statically, the program) is installed, else the source
  *                         tree the library was built from, else

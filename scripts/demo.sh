@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-cargo build --release -p spice-shim
+cargo build --release -p spice-shim-cli --bin spice-shim
 echo "demo: connect with: remote-viewer spice://127.0.0.1:5930   (Ctrl-C stops the server)"
 exec target/release/spice-shim serve --pattern bars "$@"

@@ -37,7 +37,7 @@ use spice_shim_core::proto::msg_type::server::display as msg;
 use spice_shim_core::{Config, Shim, ShimStats};
 use test_guest::{ChannelOrder, Guest, Pattern, read_counter};
 
-use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
+use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, summary, utc_now};
 use glclient::{Next, display_channel, main_channel};
 
 const COMMAND: &str = "cargo bench -p spice-shim --bench e2e";
@@ -622,16 +622,6 @@ fn run_case(case: Case, timing: Timing) -> anyhow::Result<CaseResult> {
 
 // ---------------------------------------------------------------------------------------------
 // Analysis and tables.
-
-/// Median, p95 and max of millisecond samples (nearest rank).
-fn summary(v: &mut [f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Some((rank(0.5), rank(0.95), v[v.len() - 1]))
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -44,7 +44,7 @@ use spice_shim_core::proto::VideoCodec;
 use spice_shim_core::{Config, Shim};
 use test_guest::{ChannelOrder, GREY, GuestBuffer, read_counter};
 
-use common::{load_average, nproc, proc_line, utc_now};
+use common::{load_average, nproc, proc_line, summary, utc_now};
 
 const COMMAND: &str = "cargo bench -p spice-shim-cli --bench latency";
 const PYTHON: &str = "/usr/bin/python3";
@@ -562,16 +562,6 @@ fn run_case(case: Case, timing: Timing) -> anyhow::Result<CaseResult> {
 
 // ---------------------------------------------------------------------------------------------
 // Analysis.
-
-/// Median, p95 and max (nearest rank).
-fn summary(v: &mut [f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Some((rank(0.5), rank(0.95), v[v.len() - 1]))
-}
 
 struct Analysis {
     case: Case,

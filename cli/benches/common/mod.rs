@@ -82,3 +82,13 @@ pub fn load_average() -> String {
     let v: Vec<&str> = l.split_whitespace().take(3).collect();
     format!("load average {} (1, 5, 15 min)", v.join(" "))
 }
+
+/// Median, p95 and max of millisecond samples (nearest rank).
+pub fn summary(v: &mut [f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    Some((rank(0.5), rank(0.95), v[v.len() - 1]))
+}

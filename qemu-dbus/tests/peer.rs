@@ -302,8 +302,8 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The picture a SPICE client gets (`spicy-screenshot`), or `None` when the tool is missing.
-fn screenshot(shim: &Shim, dir: &Path) -> Option<Image> {
+/// The picture a SPICE client gets (`spicy-screenshot`).
+fn screenshot(shim: &Shim, dir: &Path) -> Image {
     let out = dir.join("shot.ppm");
     let port = shim.tcp_addr().expect("a TCP listener").port();
     let mut child = match Command::new("spicy-screenshot")
@@ -314,10 +314,7 @@ fn screenshot(shim: &Shim, dir: &Path) -> Option<Image> {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("spicy-screenshot not available ({e}): picture not checked");
-            return None;
-        }
+        Err(e) => panic!("cannot run spicy-screenshot ({e}); scripts/install-deps.sh installs it"),
     };
     let end = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -335,7 +332,7 @@ fn screenshot(shim: &Shim, dir: &Path) -> Option<Image> {
         status.is_some_and(|s| s.success()),
         "spicy-screenshot failed: {status:?}"
     );
-    Some(test_guest::read_ppm(&out).expect("a PPM picture"))
+    test_guest::read_ppm(&out).expect("a PPM picture")
 }
 
 fn b(v: &[u8]) -> &Bytes {
@@ -410,7 +407,8 @@ fn text_mode_updates_grow_the_surface_and_reach_a_client() {
     assert!(stats.ring.frames >= 1);
 
     let dir = scratch_dir("text");
-    if let Some(img) = screenshot(&shim, &dir) {
+    {
+        let img = screenshot(&shim, &dir);
         assert_eq!((img.width, img.height), (720, 480), "the grown surface");
         let red = img.pixel(690, 120);
         assert!(close(red, [255, 0, 0], 60), "right edge {red:?}");
@@ -542,7 +540,8 @@ fn dmabuf_frames_reach_a_client() {
         n
     });
     let dir = scratch_dir("dmabuf");
-    if let Some(img) = screenshot(&shim, &dir) {
+    {
+        let img = screenshot(&shim, &dir);
         assert_eq!((img.width, img.height), (320, 240));
         test_guest::check_bars(&img, 60).expect("the bars reach the client");
     }
@@ -588,7 +587,8 @@ fn scanout_map_pixels_reach_a_client() {
     assert_eq!(stats.refused, 1);
 
     let dir = scratch_dir("map");
-    if let Some(img) = screenshot(&shim, &dir) {
+    {
+        let img = screenshot(&shim, &dir);
         assert_eq!((img.width, img.height), (w, h));
         let blue = img.pixel(160, 80);
         assert!(close(blue, [0, 0, 255], 60), "the updated box {blue:?}");
@@ -831,9 +831,7 @@ fn rss_kib() -> u64 {
 /// The stopper ends a front end that waits for QEMU on a bus nobody serves.
 #[test]
 fn stop_ends_a_front_end_waiting_for_qemu() {
-    let Some(bus) = DbusDaemon::start() else {
-        return;
-    };
+    let bus = DbusDaemon::start();
     let fe = Arc::new(Frontend::new());
     let rec: Arc<dyn Sink> = Arc::new(Recorder::default());
     let target = spice_shim_qemu::Target {
@@ -859,7 +857,7 @@ struct DbusDaemon {
 }
 
 impl DbusDaemon {
-    fn start() -> Option<Self> {
+    fn start() -> Self {
         let dir = scratch_dir("bus");
         let address = format!("unix:path={}", dir.join("bus").display());
         let child = match Command::new("dbus-daemon")
@@ -869,20 +867,17 @@ impl DbusDaemon {
             .spawn()
         {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("dbus-daemon not available ({e}): test skipped");
-                return None;
-            }
+            Err(e) => panic!("cannot run dbus-daemon ({e}); scripts/install-deps.sh installs it"),
         };
         assert!(
             wait_until(Duration::from_secs(5), || dir.join("bus").exists()),
             "dbus-daemon listens"
         );
-        Some(Self {
+        Self {
             address,
             child,
             dir,
-        })
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 //! decodes every access unit at once with an in-process GStreamer decoder; the frame counter
 //! read from each decoded picture gives the `gl_draw` time of that frame.
 //!
-//! Run with `cargo bench -p spice-shim --bench e2e`. It prints tables and asserts nothing about
+//! Run with `cargo bench -p spice-shim-cli --bench e2e`. It prints tables and asserts nothing about
 //! speed; it fails if a cookie did not come back. Without the `--bench` argument (for example
-//! under `cargo test --benches`) or with `E2E_BENCH_QUICK=1` it runs one short case as a smoke
+//! under `cargo test --benches`) or with `SPICE_SHIM_BENCH_QUICK=1` (or `E2E_BENCH_QUICK=1`) it runs one short case as a smoke
 //! test. `E2E_BENCH_CASES=vp8,1080` runs only the cases whose label contains one of the words;
 //! `E2E_BENCH_DUMP=DIR` writes every frame's latencies to a CSV file per case in DIR.
 //!
@@ -40,7 +40,7 @@ use test_guest::{ChannelOrder, Guest, Pattern, read_counter};
 use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, summary, utc_now};
 use glclient::{Next, display_channel, main_channel};
 
-const COMMAND: &str = "cargo bench -p spice-shim --bench e2e";
+const COMMAND: &str = "cargo bench -p spice-shim-cli --bench e2e";
 /// Buffers in the host's ring (triple buffering, as `spice-shim serve`).
 const RING: usize = 3;
 /// Name of the decoder's appsrc: its streaming thread is `decsrc:src`, counted as client CPU.
@@ -1106,7 +1106,7 @@ fn print_tables(all: &[Analysis]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench")
-        || std::env::var_os("E2E_BENCH_QUICK").is_some_and(|v| v != "0");
+        || common::quick_env("E2E_BENCH_QUICK");
     let (timing, mut cases): (Timing, Vec<Case>) = if quick {
         (QUICK, FULL_CASES[..1].to_vec())
     } else {
@@ -1139,6 +1139,20 @@ fn main() {
             Ok(r) => {
                 let a = analyse(&r);
                 failed |= a.problems.iter().any(|p| p.starts_with("COOKIE"));
+                // Every figure must exist; their size is never judged.
+                for (figure, ok) in [
+                    ("end-to-end latency", a.e2e.is_some()),
+                    ("server latency", a.server.is_some()),
+                    ("decode latency", a.decode.is_some()),
+                    ("cookie latency", a.cookie.is_some()),
+                    ("decoded frame", a.decoded > 0),
+                    ("CPU time", a.cpu_ms > 0.0),
+                ] {
+                    if !ok {
+                        println!("{}: FAILED: no {figure}", case.label());
+                        failed = true;
+                    }
+                }
                 all.push(a);
             }
             Err(e) => {

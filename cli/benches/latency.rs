@@ -768,7 +768,7 @@ fn print_cases(cases: &[&Analysis]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench")
-        || std::env::var_os("SPICE_SHIM_BENCH_QUICK").is_some_and(|v| v != "0");
+        || common::quick_env("SPICE_SHIM_BENCH_QUICK");
     let mut cases = Vec::new();
     for &(width, height) in &SIZES {
         for &fps in &RATES {
@@ -833,6 +833,10 @@ fn main() {
                 let a = analyse(&r);
                 if !a.cookies_ok {
                     println!("{}: a cookie did not come back", case.label());
+                    failed = true;
+                }
+                if a.lat.is_none() {
+                    println!("{}: no latency figure (no frame was matched)", case.label());
                     failed = true;
                 }
                 eprintln!(

@@ -2,9 +2,9 @@
 //! and a copying appsrc, full encode per codec through `pipelines/<codec>.pipeline`, and the
 //! push-to-sample latency of H.264.
 //!
-//! Run with `cargo bench -p spice-shim --bench pipelines`. It prints tables and ratios and never
+//! Run with `cargo bench -p spice-shim-cli --bench pipelines`. It prints tables and ratios and never
 //! asserts speed. Without the `--bench` argument (for example under `cargo test --benches`) or
-//! with `PIPELINES_BENCH_QUICK=1` it runs every case briefly, as a smoke test.
+//! with `SPICE_SHIM_BENCH_QUICK=1` (or `PIPELINES_BENCH_QUICK=1`) it runs every case briefly, as a smoke test.
 //! `PIPELINES_BENCH_PARTS=2` and `PIPELINES_BENCH_CODECS=h264,vp8` select what runs.
 
 mod common;
@@ -23,7 +23,7 @@ use test_guest::{GuestBuffer, Pattern, render};
 
 use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
 
-const COMMAND: &str = "cargo bench -p spice-shim --bench pipelines";
+const COMMAND: &str = "cargo bench -p spice-shim-cli --bench pipelines";
 const RING: usize = 3;
 const CASE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -451,6 +451,14 @@ fn spawn_shim_producer(
     })
 }
 
+/// Figures that could not be produced and draws without a release, reported at the end: any of
+/// them makes the run fail (the figures themselves are never judged).
+static PROBLEMS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn problem(what: String) {
+    PROBLEMS.lock().unwrap().push(what);
+}
+
 /// Stops the producer and the pipeline and checks that every draw got its release.
 fn stop_shim(pipeline: &gst::Pipeline, ring: &Ring, producer: JoinHandle<()>) -> String {
     ring.stop.store(true, Ordering::Release);
@@ -472,6 +480,11 @@ fn stop_shim(pipeline: &gst::Pipeline, ring: &Ring, producer: JoinHandle<()>) ->
                 if done == st.draws {
                     ""
                 } else {
+                    problem(format!(
+                        "{} of {} draws got no release",
+                        st.draws - done,
+                        st.draws
+                    ));
                     " MISSING RELEASES"
                 }
             );
@@ -738,7 +751,10 @@ fn part1(scale: Scale) {
                 m.faults_per_frame(),
                 m.others_percent()
             ),
-            Err(e) => println!("| {:<48} | {:>6} | failed: {e}", r.label, r.stride),
+            Err(e) => {
+                problem(format!("ingestion {} stride {}: {e}", r.label, r.stride));
+                println!("| {:<48} | {:>6} | failed: {e}", r.label, r.stride)
+            }
         }
     }
     println!();
@@ -912,6 +928,7 @@ fn part2(scale: Scale) {
         let text = match read_pipeline(&pipelines_dir(), codec) {
             Ok(t) => t,
             Err(e) => {
+                problem(format!("{}: {e}", codec.name()));
                 println!("| {:<5} | skipped: {e}", codec.name());
                 continue;
             }
@@ -961,12 +978,15 @@ fn part2(scale: Scale) {
                             notes.push(format!("{} {size} {source}: {note}", codec.name()));
                         }
                     }
-                    Err(e) => println!(
-                        "| {:<5} | {:<9} | {:<6} | failed: {e}",
-                        codec.name(),
-                        size,
-                        source
-                    ),
+                    Err(e) => {
+                        problem(format!("{} {size} {source}: {e}", codec.name()));
+                        println!(
+                            "| {:<5} | {:<9} | {:<6} | failed: {e}",
+                            codec.name(),
+                            size,
+                            source
+                        )
+                    }
                 }
             }
         }
@@ -1056,8 +1076,14 @@ fn part3(scale: Scale) {
             println!();
             println!("   {note}");
         }
-        Ok(_) => println!("   failed: no sample"),
-        Err(e) => println!("   failed: {e}"),
+        Ok(_) => {
+            problem("latency: no sample".into());
+            println!("   failed: no sample")
+        }
+        Err(e) => {
+            problem(format!("latency: {e}"));
+            println!("   failed: {e}")
+        }
     }
     println!();
 }
@@ -1065,7 +1091,7 @@ fn part3(scale: Scale) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench")
-        || std::env::var_os("PIPELINES_BENCH_QUICK").is_some_and(|v| v != "0");
+        || common::quick_env("PIPELINES_BENCH_QUICK");
     let scale = if quick { QUICK } else { FULL };
 
     gst::init().expect("gst::init");
@@ -1095,4 +1121,11 @@ fn main() {
         started.elapsed().as_secs_f64(),
         load_average()
     );
+    let problems = PROBLEMS.lock().unwrap();
+    if !problems.is_empty() {
+        for p in problems.iter() {
+            eprintln!("error: {p}");
+        }
+        std::process::exit(1);
+    }
 }

@@ -567,7 +567,7 @@ fn print_report(phases: &[Phase]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench")
-        || std::env::var_os("SPICE_SHIM_BENCH_QUICK").is_some_and(|v| v != "0");
+        || common::quick_env("SPICE_SHIM_BENCH_QUICK");
     let window = if quick { QUICK_WINDOW } else { WINDOW };
     let codecs: Vec<String> = std::env::var("SPICE_SHIM_BENCH_CODECS")
         .unwrap_or_else(|_| "h264,mjpeg".into())
@@ -605,4 +605,30 @@ fn main() {
         started.elapsed().as_secs_f64(),
         load_average()
     );
+    let missing: Vec<String> = phases.iter().flat_map(missing_figures).collect();
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("error: {m}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// The figures of a phase that were not produced (the cookies were checked when the shim
+/// exited). Their size is never judged.
+fn missing_figures(p: &Phase) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut need = |ok: bool, what: &str| {
+        if !ok {
+            out.push(format!("{}: no {what}", p.codec));
+        }
+    };
+    need(p.line.updates > 0, "QEMU Update call counted");
+    need(p.line.frames > 0, "frame drawn");
+    need(p.encoded() > 0, "frame encoded");
+    need(p.guest_pictures.is_some_and(|g| g > 0), "guest picture counted");
+    need(p.cpu.shim > Duration::ZERO, "shim CPU time");
+    need(p.cpu.qemu > Duration::ZERO, "QEMU CPU time");
+    need(!p.stats.clients.is_empty(), "client counters");
+    out
 }

@@ -92,3 +92,12 @@ pub fn summary(v: &mut [f64]) -> Option<(f64, f64, f64)> {
     let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     Some((rank(0.5), rank(0.95), v[v.len() - 1]))
 }
+
+/// Whether quick (smoke) mode was asked for through the environment: `SPICE_SHIM_BENCH_QUICK`
+/// for every benchmark, or the benchmark's own older variable `own` (e.g. `E2E_BENCH_QUICK`).
+/// A value of `0` means no.
+pub fn quick_env(own: &str) -> bool {
+    [own, "SPICE_SHIM_BENCH_QUICK"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| v != "0"))
+}

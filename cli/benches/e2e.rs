@@ -1105,8 +1105,7 @@ fn print_tables(all: &[Analysis]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || common::quick_env("E2E_BENCH_QUICK");
+    let quick = !args.iter().any(|a| a == "--bench") || common::quick_env("E2E_BENCH_QUICK");
     let (timing, mut cases): (Timing, Vec<Case>) = if quick {
         (QUICK, FULL_CASES[..1].to_vec())
     } else {

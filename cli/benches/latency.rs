@@ -767,8 +767,7 @@ fn print_cases(cases: &[&Analysis]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || common::quick_env("SPICE_SHIM_BENCH_QUICK");
+    let quick = !args.iter().any(|a| a == "--bench") || common::quick_env("SPICE_SHIM_BENCH_QUICK");
     let mut cases = Vec::new();
     for &(width, height) in &SIZES {
         for &fps in &RATES {

@@ -1090,8 +1090,7 @@ fn part3(scale: Scale) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || common::quick_env("PIPELINES_BENCH_QUICK");
+    let quick = !args.iter().any(|a| a == "--bench") || common::quick_env("PIPELINES_BENCH_QUICK");
     let scale = if quick { QUICK } else { FULL };
 
     gst::init().expect("gst::init");

@@ -566,8 +566,7 @@ fn print_report(phases: &[Phase]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = !args.iter().any(|a| a == "--bench")
-        || common::quick_env("SPICE_SHIM_BENCH_QUICK");
+    let quick = !args.iter().any(|a| a == "--bench") || common::quick_env("SPICE_SHIM_BENCH_QUICK");
     let window = if quick { QUICK_WINDOW } else { WINDOW };
     let codecs: Vec<String> = std::env::var("SPICE_SHIM_BENCH_CODECS")
         .unwrap_or_else(|_| "h264,mjpeg".into())
@@ -626,7 +625,10 @@ fn missing_figures(p: &Phase) -> Vec<String> {
     need(p.line.updates > 0, "QEMU Update call counted");
     need(p.line.frames > 0, "frame drawn");
     need(p.encoded() > 0, "frame encoded");
-    need(p.guest_pictures.is_some_and(|g| g > 0), "guest picture counted");
+    need(
+        p.guest_pictures.is_some_and(|g| g > 0),
+        "guest picture counted",
+    );
     need(p.cpu.shim > Duration::ZERO, "shim CPU time");
     need(p.cpu.qemu > Duration::ZERO, "QEMU CPU time");
     need(!p.stats.clients.is_empty(), "client counters");

@@ -3,9 +3,12 @@
 //! The SPICE server starts first (clients may connect while QEMU is not there yet), then the
 //! front end (`spice-shim-qemu`) waits for QEMU on its bus and feeds the server until QEMU goes
 //! away or SIGINT/SIGTERM. The exit report is the one `serve` prints, plus one line of the 2D
-//! path's counters (`qemu: updates …`, see `FrontendStats::summary_line`).
+//! path's counters (`qemu: updates …`, see `FrontendStats::summary_line`). `--stats-every`
+//! prints the `stats …` lines `serve` does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -13,6 +16,7 @@ use signal_hook::iterator::Signals;
 use spice_shim_core::{Shim, log};
 use spice_shim_qemu::{Exit, Frontend, Target};
 
+use crate::serve::{StatsPrinter, parse_interval};
 use crate::server_args::ServerArgs;
 
 /// Options of `spice-shim qemu`.
@@ -27,6 +31,34 @@ pub struct QemuOptions {
     pub console: u32,
     #[command(flatten)]
     pub server: ServerArgs,
+    /// Print the counters on stdout every this many seconds (0 = never), one `stats …` line
+    /// each, as `spice-shim serve --stats-every` does.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS", value_parser = parse_interval)]
+    pub stats_every: f64,
+}
+
+/// Prints `stats …` lines from a thread until `stop` is set (nothing when `seconds` is 0).
+fn spawn_stats(
+    shim: &Arc<Shim>,
+    seconds: f64,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if seconds <= 0.0 {
+        return Ok(None);
+    }
+    let (shim, stop) = (shim.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("qemu-stats".into())
+        .spawn(move || {
+            let mut printer = StatsPrinter::new(seconds);
+            while !stop.load(Ordering::Relaxed) {
+                printer.poll(&shim);
+                let nap = printer.until_due().unwrap_or_default();
+                std::thread::sleep(nap.clamp(Duration::from_millis(1), Duration::from_millis(50)));
+            }
+        })
+        .context("starting the stats thread")?;
+    Ok(Some(thread))
 }
 
 /// Runs until QEMU goes away or SIGINT/SIGTERM, then prints the counters.
@@ -56,6 +88,8 @@ pub fn run(opts: QemuOptions) -> anyhow::Result<()> {
         })
         .context("starting the signal thread")?;
 
+    let stats_stop = Arc::new(AtomicBool::new(false));
+    let stats_thread = spawn_stats(&shim, opts.stats_every, &stats_stop)?;
     let target = Target {
         address: opts.dbus.clone(),
         console: opts.console,
@@ -63,6 +97,10 @@ pub fn run(opts: QemuOptions) -> anyhow::Result<()> {
     let outcome = frontend.run(shim.clone(), &target);
     signals_handle.close();
     let _ = signal_thread.join();
+    stats_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = stats_thread {
+        let _ = t.join();
+    }
     if matches!(outcome, Ok(Exit::Stopped)) {
         log::info("stopping");
     }

@@ -185,6 +185,8 @@ impl StreamClient {
             codec: self.codec(),
             sent: self.sent.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            bytes: self.outbox.written.load(Ordering::Relaxed),
+            target_kbps: self.rate.lock().unwrap().as_ref().map(|r| r.target_kbps()),
             connected: !self.outbox.is_closed(),
         }
     }

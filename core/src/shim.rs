@@ -255,6 +255,10 @@ pub struct ClientStats {
     pub codec: Option<VideoCodec>,
     pub sent: u64,
     pub dropped: u64,
+    /// Bytes written to its display channel (every message, not only video).
+    pub bytes: u64,
+    /// Its rate-control bitrate target (kbit/s), once its stream has a rate controller.
+    pub target_kbps: Option<u32>,
     pub connected: bool,
 }
 

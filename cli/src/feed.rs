@@ -51,7 +51,7 @@ pub struct FeedOptions {
     /// Number of frames to draw (0 = until the element goes away or SIGINT).
     #[arg(long, default_value_t = 0)]
     pub frames: u64,
-    /// Test pattern: bars, counter or solid:RRGGBB.
+    /// Test pattern: bars, counter, desktop, video or solid:RRGGBB.
     #[arg(long, default_value = "bars")]
     pub pattern: String,
 }

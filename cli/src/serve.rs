@@ -30,7 +30,7 @@ use crate::server_args::ServerArgs;
 pub struct ServeOptions {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Test pattern: bars, counter or solid:RRGGBB.
+    /// Test pattern: bars, counter, desktop, video or solid:RRGGBB.
     #[arg(long, default_value = "bars")]
     pub pattern: String,
     /// Guest size, WxH.

@@ -30,7 +30,9 @@ pub enum Error {
     #[error("not a binary PPM (P6, maxval 255): {0}")]
     Ppm(String),
     /// A pattern name that [`Pattern::from_str`](crate::Pattern) does not know.
-    #[error("unknown pattern {0:?} (expected \"bars\", \"counter\" or \"solid:RRGGBB\")")]
+    #[error(
+        "unknown pattern {0:?} (expected \"bars\", \"counter\", \"desktop\", \"video\" or \"solid:RRGGBB\")"
+    )]
     Pattern(String),
     /// A buffer index that the [`Guest`](crate::Guest) does not have.
     #[error("no buffer with index {0}")]

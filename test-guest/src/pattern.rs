@@ -6,6 +6,7 @@ use std::str::FromStr;
 use crate::buffer::{Format, GuestBuffer};
 use crate::counter::CounterLayout;
 use crate::error::{Error, Result};
+use crate::{desktop, video};
 
 /// What the test guest draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -19,19 +20,33 @@ pub enum Pattern {
     Counter,
     /// One colour everywhere, given as `0xRRGGBB`.
     Solid(u32),
+    /// A desktop: wallpaper, task bar with a clock, a terminal whose log scrolls one line
+    /// every 8 frames with a blinking caret, and a window dragged smoothly across the
+    /// screen. Only a small part of the picture changes per frame; see [`damage`].
+    Desktop,
+    /// Full-screen video: a camera panning and zooming over a procedural landscape
+    /// (smooth water, textured hills with relief, detail at every scale), with moving
+    /// objects with sharp, anti-aliased edges in front. Every pixel changes every frame,
+    /// but neighbouring pixels are strongly correlated, as in camera footage.
+    Video,
 }
 
 impl FromStr for Pattern {
     type Err = Error;
 
-    /// Parses `bars`, `counter` or `solid:RRGGBB` (hex, optionally `#RRGGBB`).
+    /// Parses `bars`, `counter`, `desktop`, `video` or `solid:RRGGBB` (hex, optionally
+    /// `#RRGGBB`).
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::Pattern(s.to_owned());
-        if s.eq_ignore_ascii_case("bars") {
-            return Ok(Pattern::Bars);
-        }
-        if s.eq_ignore_ascii_case("counter") {
-            return Ok(Pattern::Counter);
+        for (name, pattern) in [
+            ("bars", Pattern::Bars),
+            ("counter", Pattern::Counter),
+            ("desktop", Pattern::Desktop),
+            ("video", Pattern::Video),
+        ] {
+            if s.eq_ignore_ascii_case(name) {
+                return Ok(pattern);
+            }
         }
         let (kind, arg) = s.split_once(':').ok_or_else(bad)?;
         if !kind.eq_ignore_ascii_case("solid") {
@@ -48,11 +63,13 @@ impl FromStr for Pattern {
 }
 
 impl fmt::Display for Pattern {
-    /// The form [`FromStr`] accepts: `bars`, `counter`, `solid:rrggbb`.
+    /// The form [`FromStr`] accepts: `bars`, `counter`, `desktop`, `video`, `solid:rrggbb`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Pattern::Bars => f.write_str("bars"),
             Pattern::Counter => f.write_str("counter"),
+            Pattern::Desktop => f.write_str("desktop"),
+            Pattern::Video => f.write_str("video"),
             Pattern::Solid(rgb) => write!(f, "solid:{:06x}", rgb & 0xff_ffff),
         }
     }
@@ -125,6 +142,64 @@ pub struct Rect {
     pub width: u32,
     /// Height.
     pub height: u32,
+}
+
+impl Rect {
+    /// The whole `width` x `height` picture.
+    pub fn full(width: u32, height: u32) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+
+    /// Whether the pixel at column `x`, row `y` is inside.
+    pub fn contains(&self, x: u32, y: u32) -> bool {
+        let (x, y) = (u64::from(x), u64::from(y));
+        x >= u64::from(self.x)
+            && y >= u64::from(self.y)
+            && x < u64::from(self.x) + u64::from(self.width)
+            && y < u64::from(self.y) + u64::from(self.height)
+    }
+
+    /// The pixels in both, or `None` if they do not overlap (or either is empty).
+    pub fn intersection(&self, other: &Rect) -> Option<Rect> {
+        let end = |r: &Rect| {
+            (
+                u64::from(r.x) + u64::from(r.width),
+                u64::from(r.y) + u64::from(r.height),
+            )
+        };
+        let ((ax, ay), (bx, by)) = (end(self), end(other));
+        let (x, y) = (self.x.max(other.x), self.y.max(other.y));
+        let (x1, y1) = (ax.min(bx), ay.min(by));
+        (x1 > u64::from(x) && y1 > u64::from(y)).then(|| Rect {
+            x,
+            y,
+            width: (x1 - u64::from(x)) as u32,
+            height: (y1 - u64::from(y)) as u32,
+        })
+    }
+
+    /// The smallest rectangle holding both (saturating at `u32::MAX`).
+    pub fn bounding(&self, other: &Rect) -> Rect {
+        let (x, y) = (self.x.min(other.x), self.y.min(other.y));
+        let x1 = (self.x.saturating_add(self.width)).max(other.x.saturating_add(other.width));
+        let y1 = (self.y.saturating_add(self.height)).max(other.y.saturating_add(other.height));
+        Rect {
+            x,
+            y,
+            width: x1 - x,
+            height: y1 - y,
+        }
+    }
+
+    /// Number of pixels.
+    pub fn area(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
 }
 
 /// Where the grey square of [`Pattern::Bars`] is in frame `frame_no`.
@@ -282,11 +357,74 @@ pub fn render_xrgb(
             data.len()
         )));
     }
-    let scene = Scene::new(pattern, frame_no, width, height);
-    for (dst, &kind) in data.chunks_mut(stride).zip(&scene.row_of) {
-        dst[..row_len].copy_from_slice(&scene.rows[kind as usize]);
+    match pattern {
+        Pattern::Desktop => {
+            desktop::render_region(
+                frame_no,
+                data,
+                width,
+                height,
+                stride,
+                Rect::full(width, height),
+            );
+        }
+        Pattern::Video => video::render(frame_no, data, width, height, stride),
+        _ => {
+            let scene = Scene::new(pattern, frame_no, width, height);
+            for (dst, &kind) in data.chunks_mut(stride).zip(&scene.row_of) {
+                dst[..row_len].copy_from_slice(&scene.rows[kind as usize]);
+            }
+        }
     }
     Ok(())
+}
+
+/// The rectangles (possibly overlapping) outside which frames `from` and `to` of `pattern`
+/// are identical in a `width` x `height` picture: what changed between them, for a host's
+/// damage report or to redraw only that ([`render_update`]). Empty if nothing changed.
+///
+/// [`Pattern::Desktop`] reports its real damage (the dragged window's old and new places,
+/// the log when it scrolls, the caret, the clock); [`Pattern::Solid`] never changes; the
+/// other patterns report the whole picture.
+pub fn damage(pattern: Pattern, from: u64, to: u64, width: u32, height: u32) -> Vec<Rect> {
+    if from == to || width == 0 || height == 0 {
+        return Vec::new();
+    }
+    match pattern {
+        Pattern::Desktop => desktop::damage(from, to, width, height),
+        Pattern::Solid(_) => Vec::new(),
+        _ => vec![Rect::full(width, height)],
+    }
+}
+
+/// The bounding box of [`damage`], or `None` if nothing changed: the single rectangle a
+/// host reports with a draw (`gl_draw`) of frame `to` after frame `from`.
+pub fn damage_bounds(
+    pattern: Pattern,
+    from: u64,
+    to: u64,
+    width: u32,
+    height: u32,
+) -> Option<Rect> {
+    damage(pattern, from, to, width, height)
+        .into_iter()
+        .reduce(|a, b| a.bounding(&b))
+}
+
+/// Turns `buf`, which holds frame `from` of `pattern`, into frame `to`, redrawing only the
+/// [`damage`] between them when the pattern can draw part of a picture (the desktop, in
+/// XRGB8888 buffers); otherwise the whole frame is drawn, as by [`render`]. The result is
+/// the same as `render(pattern, to, buf)`.
+pub fn render_update(pattern: Pattern, from: u64, to: u64, buf: &mut GuestBuffer) {
+    if pattern != Pattern::Desktop || buf.format() != Format::Xrgb8888 {
+        return render(pattern, to, buf);
+    }
+    let (width, height) = (buf.width(), buf.height());
+    let (offset, stride) = (buf.offset() as usize, buf.stride() as usize);
+    let data = &mut buf.pixels_mut()[offset..];
+    for r in damage(pattern, from, to, width, height) {
+        desktop::render_region(to, data, width, height, stride, r);
+    }
 }
 
 /// BT.601 limited range, as GStreamer and H.264 encoders assume by default.
@@ -296,6 +434,20 @@ fn yuv(b: u8, g: u8, r: u8) -> (u8, u8, u8) {
     let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
     let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
     (y as u8, u as u8, v as u8)
+}
+
+/// One XRGB8888 row as NV12: its luma row and its chroma (U, V of each pixel pair).
+fn nv12_row(row: &[u8], uv_len: usize) -> (Vec<u8>, Vec<u8>) {
+    let yuvs: Vec<_> = row.chunks_exact(4).map(|p| yuv(p[0], p[1], p[2])).collect();
+    let luma = yuvs.iter().map(|p| p.0).collect();
+    let mut uv = Vec::with_capacity(uv_len);
+    for pair in yuvs.chunks(2) {
+        let n = pair.len() as u32;
+        let u = pair.iter().map(|p| u32::from(p.1)).sum::<u32>() / n;
+        let v = pair.iter().map(|p| u32::from(p.2)).sum::<u32>() / n;
+        uv.extend_from_slice(&[u as u8, v as u8]);
+    }
+    (luma, uv)
 }
 
 /// NV12 version of [`render_xrgb`]: luma at full resolution, chroma from the even rows
@@ -311,23 +463,26 @@ fn render_nv12(
     width: u32,
     height: u32,
 ) {
-    let scene = Scene::new(pattern, frame_no, width, height);
     let w = width as usize;
     let uv_len = w.div_ceil(2) * 2;
-    let mut y_rows = Vec::with_capacity(scene.rows.len());
-    let mut uv_rows = Vec::with_capacity(scene.rows.len());
-    for row in &scene.rows {
-        let yuvs: Vec<_> = row.chunks_exact(4).map(|p| yuv(p[0], p[1], p[2])).collect();
-        y_rows.push(yuvs.iter().map(|p| p.0).collect::<Vec<u8>>());
-        let mut uv = Vec::with_capacity(uv_len);
-        for pair in yuvs.chunks(2) {
-            let n = pair.len() as u32;
-            let u = pair.iter().map(|p| u32::from(p.1)).sum::<u32>() / n;
-            let v = pair.iter().map(|p| u32::from(p.2)).sum::<u32>() / n;
-            uv.extend_from_slice(&[u as u8, v as u8]);
+    if matches!(pattern, Pattern::Desktop | Pattern::Video) {
+        // Every row is different: draw XRGB8888 and convert row by row.
+        let mut xrgb = vec![0u8; w * 4 * height as usize];
+        render_xrgb(pattern, frame_no, &mut xrgb, width, height, width * 4)
+            .expect("a tight buffer fits");
+        let rows = y_plane.chunks_mut(y_stride).zip(xrgb.chunks_exact(w * 4));
+        for (y, (dst, src)) in rows.enumerate() {
+            let (luma, chroma) = nv12_row(src, uv_len);
+            dst[..w].copy_from_slice(&luma);
+            if y % 2 == 0 {
+                uv_plane[y / 2 * uv_stride..][..uv_len].copy_from_slice(&chroma);
+            }
         }
-        uv_rows.push(uv);
+        return;
     }
+    let scene = Scene::new(pattern, frame_no, width, height);
+    let (y_rows, uv_rows): (Vec<_>, Vec<_>) =
+        scene.rows.iter().map(|row| nv12_row(row, uv_len)).unzip();
     for (dst, &kind) in y_plane.chunks_mut(y_stride).zip(&scene.row_of) {
         dst[..w].copy_from_slice(&y_rows[kind as usize]);
     }
@@ -360,11 +515,15 @@ mod tests {
             ("counter", Pattern::Counter),
             ("solid:ff8000", Pattern::Solid(0xff8000)),
             ("solid:000000", Pattern::Solid(0)),
+            ("desktop", Pattern::Desktop),
+            ("video", Pattern::Video),
         ] {
             assert_eq!(s.parse::<Pattern>().unwrap(), p);
             assert_eq!(p.to_string(), s);
         }
         assert_eq!("BARS".parse::<Pattern>().unwrap(), Pattern::Bars);
+        assert_eq!("Desktop".parse::<Pattern>().unwrap(), Pattern::Desktop);
+        assert_eq!("VIDEO".parse::<Pattern>().unwrap(), Pattern::Video);
         assert_eq!(
             "solid:#A0b0C0".parse::<Pattern>().unwrap(),
             Pattern::Solid(0xa0b0c0)
@@ -379,6 +538,8 @@ mod tests {
             "solid:+12345",
             "solid:gg0000",
             "plain:ffffff",
+            "desktops",
+            "video:1",
         ] {
             assert!(
                 matches!(bad.parse::<Pattern>(), Err(Error::Pattern(_))),
@@ -548,5 +709,116 @@ mod tests {
         // The whole fd is written: both planes end exactly at its end.
         assert_ne!(px[uv_plane.offset as usize - 1], 0);
         assert_ne!(*px.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn updates_equal_full_renders() {
+        // A padded stride and an offset: the update must touch the same bytes as a render.
+        let (w, h, stride, offset) = (700u32, 400u32, 700 * 4 + 64, 4096u32);
+        for pattern in [
+            Pattern::Desktop,
+            Pattern::Video,
+            Pattern::Counter,
+            Pattern::Solid(0x102030),
+        ] {
+            let mut full = GuestBuffer::with_layout(w, h, stride, offset).unwrap();
+            let mut updated = GuestBuffer::with_layout(w, h, stride, offset).unwrap();
+            render(pattern, 3, &mut updated);
+            for (from, to) in [(3u64, 4u64), (4, 7), (7, 7), (7, 40), (40, 39)] {
+                render_update(pattern, from, to, &mut updated);
+                full.pixels_mut().fill(0);
+                render(pattern, to, &mut full);
+                assert!(
+                    full.pixels()[offset as usize..] == updated.pixels()[offset as usize..],
+                    "{pattern} {from}->{to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn damage_of_each_pattern() {
+        let (w, h) = (1280, 720);
+        let full = Rect::full(w, h);
+        assert_eq!(damage(Pattern::Video, 1, 2, w, h), vec![full]);
+        assert_eq!(damage(Pattern::Bars, 1, 2, w, h), vec![full]);
+        assert!(damage(Pattern::Solid(7), 1, 2, w, h).is_empty());
+        assert!(damage(Pattern::Video, 5, 5, w, h).is_empty());
+        assert_eq!(damage_bounds(Pattern::Video, 1, 2, w, h), Some(full));
+        assert_eq!(damage_bounds(Pattern::Solid(7), 1, 2, w, h), None);
+        // The desktop changes a small part per frame: the dragged window, plus the log when
+        // it scrolls.
+        let mut total = 0;
+        for f in 1..=64u64 {
+            let b = damage_bounds(Pattern::Desktop, f - 1, f, w, h).unwrap_or(full);
+            assert!(full.intersection(&b) == Some(b), "frame {f}: {b:?}");
+            total += b.area();
+        }
+        assert!(total < full.area() * 64 / 4, "{total}");
+    }
+
+    #[test]
+    fn rect_helpers() {
+        let a = Rect {
+            x: 10,
+            y: 10,
+            width: 20,
+            height: 10,
+        };
+        let b = Rect {
+            x: 25,
+            y: 0,
+            width: 10,
+            height: 15,
+        };
+        assert_eq!(
+            a.intersection(&b),
+            Some(Rect {
+                x: 25,
+                y: 10,
+                width: 5,
+                height: 5
+            })
+        );
+        assert_eq!(
+            a.bounding(&b),
+            Rect {
+                x: 10,
+                y: 0,
+                width: 25,
+                height: 20
+            }
+        );
+        assert!(a.contains(10, 19) && !a.contains(30, 10) && !a.contains(9, 10));
+        assert_eq!(a.area(), 200);
+        let far = Rect { x: 30, ..a };
+        assert_eq!(a.intersection(&far), None);
+        let empty = Rect { width: 0, ..a };
+        assert_eq!(a.intersection(&empty), None);
+    }
+
+    #[test]
+    fn nv12_desktop_and_video() {
+        for pattern in [Pattern::Desktop, Pattern::Video] {
+            let (w, h) = (321u32, 241u32);
+            let mut nv12 = GuestBuffer::new_nv12(w, h).unwrap();
+            render(pattern, 9, &mut nv12);
+            let xrgb = render_vec(pattern, 9, w, h);
+            let (y_plane, uv_plane) = (nv12.planes()[0], nv12.planes()[1]);
+            let px = nv12.pixels();
+            for (x, y) in [(0, 0), (160, 120), (320, 240), (17, 201)] {
+                let p = &xrgb[((y * w + x) * 4) as usize..][..4];
+                let (ey, eu, ev) = yuv(p[0], p[1], p[2]);
+                let luma = px[(y_plane.offset + y * y_plane.stride + x) as usize];
+                assert_eq!(luma, ey, "{pattern} ({x}, {y})");
+                if x % 2 == 0 && y % 2 == 0 && x + 1 < w {
+                    let q = &xrgb[((y * w + x + 1) * 4) as usize..][..4];
+                    let (_, u1, v1) = yuv(q[0], q[1], q[2]);
+                    let at = (uv_plane.offset + y / 2 * uv_plane.stride + x) as usize;
+                    assert_eq!(px[at], ((u32::from(eu) + u32::from(u1)) / 2) as u8);
+                    assert_eq!(px[at + 1], ((u32::from(ev) + u32::from(v1)) / 2) as u8);
+                }
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::buffer::GuestBuffer;
 use crate::error::{Error, Result};
-use crate::pattern::{Pattern, render};
+use crate::pattern::{Pattern, render, render_update};
 
 /// The test guest as a host drives it: `N` [`GuestBuffer`]s (double or triple buffering),
 /// each either free or busy with one pending draw.
@@ -16,6 +16,8 @@ use crate::pattern::{Pattern, render};
 pub struct Guest {
     buffers: Vec<GuestBuffer>,
     busy: Vec<Option<u64>>,
+    /// The frame of `pattern` each buffer holds, upright, if known.
+    holds: Vec<Option<u64>>,
     pattern: Pattern,
     last: usize,
     bottom_up: bool,
@@ -55,6 +57,7 @@ impl Guest {
         }
         Ok(Self {
             busy: vec![None; buffers.len()],
+            holds: vec![None; buffers.len()],
             last: buffers.len() - 1,
             buffers,
             pattern,
@@ -79,6 +82,9 @@ impl Guest {
 
     /// Changes the pattern for the following frames.
     pub fn set_pattern(&mut self, pattern: Pattern) {
+        if pattern != self.pattern {
+            self.holds.fill(None);
+        }
         self.pattern = pattern;
     }
 
@@ -114,11 +120,22 @@ impl Guest {
 
     /// Draws frame `frame_no` of the pattern into free buffer `index` (upside down if
     /// [`set_bottom_up`](Self::set_bottom_up) is on).
+    ///
+    /// A buffer that still holds an earlier frame of the same pattern (upright) is only
+    /// brought up to date ([`render_update`]): for the desktop that redraws just what
+    /// changed since, a small part of the picture.
     pub fn render_into(&mut self, index: usize, frame_no: u64) -> Result<()> {
         self.check_free(index)?;
-        render(self.pattern, frame_no, &mut self.buffers[index]);
+        let buf = &mut self.buffers[index];
+        match self.holds[index] {
+            Some(from) if !self.bottom_up => render_update(self.pattern, from, frame_no, buf),
+            _ => render(self.pattern, frame_no, buf),
+        }
         if self.bottom_up {
-            self.buffers[index].flip_rows();
+            buf.flip_rows();
+            self.holds[index] = None;
+        } else {
+            self.holds[index] = Some(frame_no);
         }
         Ok(())
     }
@@ -298,5 +315,36 @@ mod tests {
         assert!(Guest::new(64, 48, None, Pattern::Bars, 0).is_err());
         assert!(Guest::new(64, 48, None, Pattern::Bars, 9).is_err());
         assert!(Guest::new(64, 48, Some(100), Pattern::Bars, 2).is_err());
+    }
+
+    #[test]
+    fn desktop_ring_redraws_only_damage_and_matches_full_frames() {
+        let (w, h) = (640, 400);
+        let mut guest = Guest::new(w, h, None, Pattern::Desktop, 3).unwrap();
+        let mut reference = GuestBuffer::new(w, h).unwrap();
+        for frame in 0..40u64 {
+            let i = guest.next_free().unwrap();
+            guest.render_into(i, frame).unwrap();
+            render(Pattern::Desktop, frame, &mut reference);
+            assert!(
+                guest.buffer(i).unwrap().pixels() == reference.pixels(),
+                "frame {frame}"
+            );
+            guest.mark_busy(i, frame).unwrap();
+            assert!(guest.release(frame));
+        }
+        // Switching pattern or orientation forgets what the buffers hold.
+        guest.set_pattern(Pattern::Video);
+        guest.set_pattern(Pattern::Desktop);
+        guest.set_bottom_up(true);
+        let i = guest.next_free().unwrap();
+        guest.render_into(i, 50).unwrap();
+        render(Pattern::Desktop, 50, &mut reference);
+        reference.flip_rows();
+        assert!(guest.buffer(i).unwrap().pixels() == reference.pixels());
+        guest.set_bottom_up(false);
+        guest.render_into(i, 51).unwrap();
+        render(Pattern::Desktop, 51, &mut reference);
+        assert!(guest.buffer(i).unwrap().pixels() == reference.pixels());
     }
 }

@@ -622,7 +622,10 @@ fn missing_figures(p: &Phase) -> Vec<String> {
             out.push(format!("{}: no {what}", p.codec));
         }
     };
-    need(p.line.updates > 0, "QEMU Update call counted");
+    need(
+        p.line.updates + p.line.scanouts > 0,
+        "QEMU Scanout or Update call counted",
+    );
     need(p.line.frames > 0, "frame drawn");
     need(p.encoded() > 0, "frame encoded");
     need(

@@ -18,7 +18,12 @@
 //!   [`Qemu::screendump`] shows [`picture`]`(k)`, exactly. With [`REDRAW`] on its kernel
 //!   command line ([`QemuBuilder::kernel_arg`]) it reads no keys and redraws its pictures in
 //!   turn, flat out, forever ([`Qemu::wait_redrawing`], [`Qemu::redraw_count`]); the benchmark
-//!   `cli/benches/qemu_dbus.rs` uses that.
+//!   `cli/benches/qemu_dbus.rs` uses that. With [`MARKS`] it takes commands on a second
+//!   serial port instead (the benchmark `cli/benches/upstream.rs`).
+//!
+//! QEMU has `-vga std` and `-display dbus` unless [`QemuBuilder::vga`] and
+//! [`QemuBuilder::start_with_display`] say otherwise (e.g. `-vga qxl -spice …` for upstream
+//! SPICE).
 //!
 //! # Comparing a client's picture with QEMU's ([`compare`])
 //! The client's picture must not be clipped: it must be at least as large as QEMU's screendump
@@ -368,6 +373,7 @@ pub struct QemuBuilder {
     guest: Guest,
     args: Vec<String>,
     kernel_args: Vec<String>,
+    vga: String,
 }
 
 impl QemuBuilder {
@@ -384,18 +390,34 @@ impl QemuBuilder {
         self
     }
 
-    /// Starts `qemu-system-x86_64 -accel tcg -m 256 -nic none -vga std
-    /// -display dbus,addr=<bus> -qmp unix:DIR/qmp.sock,server=on,wait=off
+    /// The display device for `-vga` (default `std`; e.g. `qxl`).
+    pub fn vga(mut self, vga: &str) -> Self {
+        self.vga = vga.to_string();
+        self
+    }
+
+    /// Starts `qemu-system-x86_64 -accel tcg -m 256 -nic none -vga std` (or
+    /// [`QemuBuilder::vga`]) `-display dbus,addr=<bus> -qmp unix:DIR/qmp.sock,server=on,wait=off
     /// -serial file:DIR/serial.log -no-reboot` with the guest's and the extra arguments. Does
     /// not wait for anything (see [`Qemu::wait_serial`], [`Qemu::wait_ready`]).
     pub fn start(self, dir: &TempDir, bus: &DbusDaemon) -> Qemu {
+        let display = [
+            "-display".to_string(),
+            format!("dbus,addr={}", bus.address()),
+        ];
+        self.start_with_display(dir, &display)
+    }
+
+    /// As [`QemuBuilder::start`], with `display` (e.g. `-display none -spice …`) instead of
+    /// `-display dbus,addr=<bus>`.
+    pub fn start_with_display(self, dir: &TempDir, display: &[String]) -> Qemu {
         let qmp = dir.join("qmp.sock");
         let serial = dir.join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
         // No KVM: a guest hangs on this nested host.
-        cmd.args(["-accel", "tcg", "-m", "256", "-nic", "none", "-vga", "std"])
-            .arg("-display")
-            .arg(format!("dbus,addr={}", bus.address()))
+        cmd.args(["-accel", "tcg", "-m", "256", "-nic", "none", "-vga"])
+            .arg(&self.vga)
+            .args(display)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
             .arg("-serial")
@@ -440,6 +462,13 @@ pub const LINUX_CMDLINE: &str = "console=ttyS0 vga=0x315 loglevel=1 \
 /// `REDRAW <n>` (pictures written so far) at the start and after every 16th picture.
 pub const REDRAW: &str = "spice_test=redraw";
 
+/// The kernel command-line word that makes the Linux guest take commands on its second serial
+/// port (`show <k>`, `run`, `video`, `mark`, `count`, `halt`; see `tests/qemu/init`) instead of
+/// reading keys; it prints `MARKS READY` on the console when it listens. QEMU must give it that
+/// port, e.g. `-serial unix:<path>,server=on,wait=off` after the harness's own `-serial`. The
+/// benchmark `cli/benches/upstream.rs` uses that.
+pub const MARKS: &str = "spice_test=marks";
+
 /// A running QEMU (SIGKILLed on drop).
 pub struct Qemu {
     proc: ChildGuard,
@@ -459,6 +488,7 @@ impl Qemu {
             guest,
             args: Vec::new(),
             kernel_args: Vec::new(),
+            vga: "std".to_string(),
         }
     }
 

@@ -2,8 +2,11 @@
 //! namespace whose loopback is shaped to 1 Mbit/s (see `netns/mod.rs`). The H.264 encoder
 //! has film grain added before it (see `netns::write_grain_pipeline`), so its stream fills the
 //! bitrate rate control sets, and that bitrate is what crosses the link. Within
-//! a generous time the rate-control target must fall below the link rate, the client must keep
-//! receiving new frames while the link stays shaped, and every cookie must come back.
+//! a generous time the rate-control target must fall below the link rate (15 s; about 2 s is
+//! usual, the server's display socket holding little unsent data), the client must keep
+//! receiving new frames while the link stays shaped (at least a frame per second on average
+//! over 5 s, about 30 is usual), the target must climb back above twice the link once the
+//! shaping is lifted (40 s; about 15 is usual), and every cookie must come back.
 //!
 //! This checks that the control settles, not how fast. It fails (never skips) without root,
 //! `ip netns` or `tc`'s `tbf` qdisc.
@@ -102,7 +105,7 @@ fn bitrate_settles_below_a_shaped_link_and_frames_keep_flowing() {
     let shaped = Instant::now();
     let target = wait_for(
         "bitrate target below the link rate",
-        Duration::from_secs(40),
+        Duration::from_secs(15),
         &mut serve,
         &mut client,
         |s, _| {
@@ -136,12 +139,38 @@ fn bitrate_settles_below_a_shaped_link_and_frames_keep_flowing() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    // Frames flow, not a trickle: new pictures over 5 s.
+    let before = frames(&client).len();
+    std::thread::sleep(Duration::from_secs(5));
+    let shown = frames(&client).len() - before;
+    assert!(
+        shown >= 5,
+        "{shown} new pictures in 5 s on the shaped link\n{}",
+        client.logs()
+    );
     let last = samples(&serve).last().cloned().expect("stats lines");
     assert!(
         last.kbps.is_some_and(|k| k < LINK_KBIT),
         "the target went back above the link while it stayed shaped: {last:?}"
     );
     ns.shape(None).expect("lifting the shaping");
+    let lifted = Instant::now();
+    let back = wait_for(
+        "bitrate target back above twice the link once lifted",
+        Duration::from_secs(40),
+        &mut serve,
+        &mut client,
+        |s, _| {
+            samples(s)
+                .last()
+                .and_then(|x| x.kbps)
+                .filter(|&k| k > 2 * LINK_KBIT)
+        },
+    );
+    eprintln!(
+        "target {back} kbit/s {:.1} s after the shaping was lifted",
+        lifted.elapsed().as_secs_f64()
+    );
 
     let client_status = stop(&mut client, Duration::from_secs(10));
     let serve_status = stop(&mut serve, Duration::from_secs(20));

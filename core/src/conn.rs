@@ -59,6 +59,21 @@ impl Conn {
         }
     }
 
+    /// Bounds the bytes the kernel holds unsent for this socket to `bytes` (`TCP_NOTSENT_LOWAT`;
+    /// TCP and TLS only, nothing on unix sockets). The socket's send buffer otherwise grows to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default): seconds of video behind a slow link,
+    /// queued where the server cannot see or drop it. With the bound a blocking write waits
+    /// until the link has taken most of what was queued, so a backlog builds in the server's
+    /// own queue instead, where it is a congestion signal.
+    pub fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        let sock = match self {
+            Conn::Tcp(s) => s,
+            Conn::Tls(s) => s.sock(),
+            Conn::Unix(_) => return Ok(()),
+        };
+        set_tcp_notsent_lowat(sock.as_fd(), bytes)
+    }
+
     /// The peer's IP address (`None` for unix sockets).
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         match self {
@@ -161,12 +176,102 @@ impl Write for Conn {
     }
 }
 
+/// `setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, bytes)` (Linux, since 3.12).
+fn set_tcp_notsent_lowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_NOTSENT_LOWAT: i32 = 25;
+    unsafe extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const u32, len: u32) -> i32;
+    }
+    let value = bytes;
+    // SAFETY: `fd` is a valid open socket for the duration of the call (borrowed), and
+    // `value` points to a live u32 whose size is passed as the option length.
+    let rc = unsafe {
+        setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            IPPROTO_TCP,
+            TCP_NOTSENT_LOWAT,
+            &value,
+            std::mem::size_of::<u32>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes of this TCP socket's sent data the peer has acknowledged so far (`TCP_INFO`'s
+/// `tcpi_bytes_acked`, Linux 4.1+): what the link really delivered, whatever the writer did.
+pub fn tcp_bytes_acked(fd: BorrowedFd<'_>) -> Option<u64> {
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_INFO: i32 = 11;
+    /// Offset of `tcpi_bytes_acked` in `struct tcp_info` (after 8 one-byte fields, 24 u32s
+    /// and the two u64 pacing rates).
+    const BYTES_ACKED: usize = 120;
+    unsafe extern "C" {
+        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
+    }
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    // SAFETY: `fd` is a valid open socket for the duration of the call (borrowed); `info` is a
+    // writable buffer of `len` bytes and the kernel writes at most `len` bytes and updates it.
+    let rc = unsafe {
+        getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            IPPROTO_TCP,
+            TCP_INFO,
+            info.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    if rc != 0 || (len as usize) < BYTES_ACKED + 8 {
+        return None;
+    }
+    let bytes: [u8; 8] = info[BYTES_ACKED..BYTES_ACKED + 8].try_into().ok()?;
+    Some(u64::from_ne_bytes(bytes))
+}
+
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Tls(s) => s.sock().as_fd(),
             Conn::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn bytes_acked_counts_what_the_peer_received() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut rx, _) = listener.accept().unwrap();
+        let conn = Conn::Tcp(tx.try_clone().unwrap());
+        conn.set_notsent_lowat(32 * 1024).unwrap();
+        let before = tcp_bytes_acked(conn.as_fd()).expect("TCP_INFO");
+        let data = vec![7u8; 100_000];
+        tx.write_all(&data).unwrap();
+        let mut got = vec![0u8; data.len()];
+        rx.read_exact(&mut got).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let acked = tcp_bytes_acked(conn.as_fd()).unwrap() - before;
+            if acked == data.len() as u64 {
+                break;
+            }
+            assert!(acked <= data.len() as u64, "{acked} bytes acknowledged");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{acked} bytes acknowledged"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -25,8 +25,14 @@ use crate::proto::{
     MonitorsConfig, Ping, StreamActivateReport, StreamCreate, StreamDestroy, StreamReport,
     SurfaceCreate, SurfaceDestroy, VideoCodec, parse_client_display,
 };
-use crate::ratecontrol::RateController;
+use crate::ratecontrol::{RateController, Throughput};
 use crate::shim::{ClientStats, Core, MmClock};
+
+/// Unsent bytes the kernel may hold for a remote client's display socket (`TCP_NOTSENT_LOWAT`):
+/// about 65 ms at 4 Mbit/s. Beyond it the writer waits and frames back up in the client's send
+/// queue, which rate control watches and which drops frames when full; without the bound the
+/// socket buffer grows to megabytes, seconds of video behind a slow link.
+pub const NOTSENT_LOWAT: u32 = 32 * 1024;
 
 /// Serves one display channel until it closes.
 pub fn run(
@@ -42,6 +48,11 @@ pub fn run(
     };
     let caps = mess.channel_caps.clone();
     let gl = conn.is_unix() && caps.has(display_cap::GL_SCANOUT);
+    if !gl && let Err(e) = conn.set_notsent_lowat(NOTSENT_LOWAT) {
+        log::warn(&format!(
+            "{peer}: cannot bound the socket's unsent data: {e}"
+        ));
+    }
     if gl {
         run_gl(core, id, &mut conn, header, &outbox, &peer);
     } else {
@@ -90,6 +101,11 @@ pub struct StreamClient {
     dropped: AtomicU64,
     max_frames: usize,
     rate: Mutex<Option<RateController>>,
+    /// What the link delivered per second lately: bytes acknowledged by the client (TCP), else
+    /// bytes written (the link's rate while the queue is backed up).
+    throughput: Mutex<Throughput>,
+    /// The client's TCP socket, for its acknowledged bytes (`None` for unix sockets).
+    tcp: Option<OwnedFd>,
     /// When the client shows frames: each STREAM_DATA's `multi_media_time`.
     latency: Mutex<Latency>,
 }
@@ -100,24 +116,35 @@ impl StreamClient {
         self.st.lock().unwrap().codec
     }
 
-    /// Feeds the rate controller; a changed target goes to the pipeline.
-    fn rate_event(&self, congested: bool) {
+    /// Feeds the rate controller: `congested` with what the link `delivered` meanwhile
+    /// (kbit/s) if known; a changed target goes to the pipeline.
+    fn rate_event(&self, congested: bool, delivered: Option<u32>) {
         let changed = {
             let mut rate = self.rate.lock().unwrap();
             let Some(r) = rate.as_mut() else { return };
             let now = Instant::now();
             if congested {
-                r.congestion(now)
+                r.congestion(now, delivered)
             } else {
                 r.calm(now)
             }
         };
         if let Some(kbps) = changed {
-            log::debug(&format!("{}: target bitrate {kbps} kbit/s", self.peer));
+            log::debug(&format!(
+                "{}: target bitrate {kbps} kbit/s{}",
+                self.peer,
+                delivered.map_or(String::new(), |d| format!(" (link delivered {d} kbit/s)"))
+            ));
             if let Some(sub) = &self.st.lock().unwrap().sub {
                 sub.set_target_kbps(kbps);
             }
         }
+    }
+
+    /// Frames waiting in the send queue from which on the link counts as congested: about
+    /// 130 ms at 30 fps with the default queue of 8, well before frames must be dropped.
+    fn backlog_frames(&self) -> usize {
+        (self.max_frames / 2).max(2)
     }
 
     /// A STREAM_REPORT (not the decoder-failure one): adapts the latency (automatic mode) and
@@ -143,7 +170,7 @@ impl StreamClient {
                 ));
                 // Late again soon after a raise: the link is congested, not just jittery.
                 if again {
-                    self.rate_event(true);
+                    self.rate_event(true, None);
                 }
             }
             Verdict::Lowered { from, to } => {
@@ -151,11 +178,11 @@ impl StreamClient {
                     "{}: display latency {from} -> {to} ms (calm){rtt}",
                     self.peer
                 ));
-                self.rate_event(false);
+                self.rate_event(false, None);
             }
-            Verdict::Late => self.rate_event(true),
-            Verdict::Calm => self.rate_event(false),
-            Verdict::Ignored => {}
+            Verdict::Late => self.rate_event(true, None),
+            Verdict::Calm => self.rate_event(false, None),
+            Verdict::Ignored | Verdict::Queued => {}
         }
         if let Some(ms) = settled {
             log::info(&format!(
@@ -225,9 +252,14 @@ impl StreamClient {
         let Some(stream_id) = st.stream_id else {
             return;
         };
+        let backlog = self.outbox.queued_frames() + 1 >= self.backlog_frames();
         let (mm_time, ping) = {
             let mut l = self.latency.lock().unwrap();
-            (l.stamp(self.clock.now()), l.ping_due(Instant::now()))
+            let stamp = l.stamp(self.clock.now());
+            if backlog {
+                l.queued();
+            }
+            (stamp, l.ping_due(Instant::now()))
         };
         if let Some((id, timestamp)) = ping {
             self.outbox.send(&Ping {
@@ -236,6 +268,17 @@ impl StreamClient {
                 payload: &[],
             });
         }
+        let delivered = {
+            let bytes = match &self.tcp {
+                Some(fd) => crate::conn::tcp_bytes_acked(fd.as_fd()),
+                None => Some(self.outbox.written.load(Ordering::Relaxed)),
+            };
+            let mut tp = self.throughput.lock().unwrap();
+            if let Some(b) = bytes {
+                tp.sample(Instant::now(), b);
+            }
+            tp.kbps()
+        };
         if self
             .outbox
             .send_stream(stream_id, mm_time, au, self.max_frames)
@@ -243,6 +286,15 @@ impl StreamClient {
             self.sent.fetch_add(1, Ordering::Relaxed);
             if au.keyframe {
                 st.need_keyframe = false;
+            }
+            let queued = self.outbox.queued_frames();
+            drop(st);
+            // The socket holds little unsent data (see `NOTSENT_LOWAT`), so frames waiting
+            // here mean the link is slower than the stream.
+            if queued >= self.backlog_frames() {
+                self.rate_event(true, delivered);
+            } else if queued == 0 {
+                self.rate_event(false, None);
             }
         } else {
             // Too slow (or gone): drop whole access units for this client only and resume at
@@ -257,7 +309,7 @@ impl StreamClient {
             st.need_keyframe = true;
             Self::request_keyframe(&st);
             drop(st);
-            self.rate_event(true);
+            self.rate_event(true, delivered);
         }
     }
 
@@ -427,6 +479,11 @@ fn run_stream(
         dropped: AtomicU64::new(0),
         max_frames: core.config().max_queued_frames,
         rate: Mutex::new(None),
+        throughput: Mutex::default(),
+        tcp: (!conn.is_unix())
+            .then(|| conn.as_fd().try_clone_to_owned().ok())
+            .flatten()
+            .filter(|fd| crate::conn::tcp_bytes_acked(fd.as_fd()).is_some()),
         latency: Mutex::new(latency),
     });
     core.add_stream_client(client.clone());

@@ -350,6 +350,80 @@ pub struct Encoder {
     current_kbps: std::sync::atomic::AtomicU32,
     /// Whether the encoder was seen keeping its bitrate after a change (logged once).
     bitrate_kept: AtomicBool,
+    /// The frame rate actually encoded, and the scale last applied to the bitrate property.
+    rate_scale: Mutex<RateScale>,
+}
+
+/// Encoders budget their bitrate per frame at the nominal frame rate of their caps (the
+/// source announces 60 fps by default); a guest drawing 30 frames a second would get half the
+/// bitrate asked for. The bitrate written to the encoder is the stream's target × nominal /
+/// measured frame rate, so that the bitrate in a pipeline text and rate control's target mean
+/// the stream's kbit/s.
+#[derive(Debug)]
+pub struct RateScale {
+    /// (when, frames encoded so far), over the last [`RateScale::WINDOW`].
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    /// Factor applied to the bitrate property now.
+    applied: f64,
+}
+
+impl Default for RateScale {
+    fn default() -> Self {
+        Self {
+            samples: Default::default(),
+            applied: 1.0,
+        }
+    }
+}
+
+impl RateScale {
+    /// Span the frame rate is measured over.
+    pub const WINDOW: Duration = Duration::from_secs(2);
+    /// Bounds of the factor (a source idle for long does not make one frame huge).
+    pub const MIN: f64 = 0.25;
+    pub const MAX: f64 = 4.0;
+    /// Below this measured rate (frames/s) the factor is left as it is: updates are sporadic.
+    pub const MIN_FPS: f64 = 3.0;
+
+    /// Records the frame counter at `now`.
+    pub fn sample(&mut self, now: Instant, frames: u64) {
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|&(t, _)| now.duration_since(t) >= Self::WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, frames));
+    }
+
+    /// Frames per second over the window, once at least half of it is covered.
+    pub fn fps(&self) -> Option<f64> {
+        let (&(t0, f0), &(t1, f1)) = (self.samples.front()?, self.samples.back()?);
+        let span = t1.duration_since(t0).as_secs_f64();
+        (span >= Self::WINDOW.as_secs_f64() / 2.0).then(|| f1.saturating_sub(f0) as f64 / span)
+    }
+
+    /// The factor for a `nominal` frame rate (frames/s) if it should change: by more than
+    /// 10 % from the applied one.
+    pub fn update(&mut self, nominal: f64) -> Option<f64> {
+        let fps = self.fps().filter(|&f| f >= Self::MIN_FPS)?;
+        if nominal <= 0.0 {
+            return None;
+        }
+        let want = (nominal / fps).clamp(Self::MIN, Self::MAX);
+        ((want / self.applied - 1.0).abs() > 0.1).then(|| {
+            self.applied = want;
+            want
+        })
+    }
+
+    /// `kbps` scaled by the applied factor.
+    pub fn scale(&self, kbps: u32) -> u32 {
+        (f64::from(kbps) * self.applied)
+            .round()
+            .min(f64::from(u32::MAX)) as u32
+    }
 }
 
 /// When the last frame of a burst went out, for [`Encoder::flush_if_idle`].
@@ -547,6 +621,7 @@ impl Encoder {
             configured_kbps,
             bitrate_kept: AtomicBool::new(false),
             current_kbps: std::sync::atomic::AtomicU32::new(configured_kbps.unwrap_or(0)),
+            rate_scale: Mutex::default(),
             codec,
             pipeline,
             src,
@@ -668,17 +743,64 @@ impl Encoder {
             .map(|_| self.current_kbps.load(Ordering::Relaxed))
     }
 
-    /// Sets the encoder's target bitrate in kbit/s, in the unit of its bitrate property
-    /// ([`bitrate_property`]); nothing if it has none or the pipeline text sets none.
+    /// Sets the stream's target bitrate in kbit/s: the encoder's bitrate property gets it in its
+    /// unit ([`bitrate_property`]), scaled by nominal / measured frame rate ([`RateScale`]);
+    /// nothing if it has none or the pipeline text sets none.
     pub fn set_bitrate_kbps(&self, kbps: u32) {
+        if self.current_kbps.swap(kbps, Ordering::Relaxed) == kbps {
+            return;
+        }
+        let scaled = self.rate_scale.lock().unwrap().scale(kbps);
+        if scaled == kbps {
+            log::info(&format!("{}: bitrate {kbps} kbit/s", self.codec.name()));
+        } else {
+            log::info(&format!(
+                "{}: bitrate {kbps} kbit/s (encoder set to {scaled} for the frame rate)",
+                self.codec.name()
+            ));
+        }
+        self.write_bitrate(scaled);
+    }
+
+    /// Periodic care (every 50 ms or so): measures the frame rate and rescales the encoder's
+    /// bitrate property when it moved ([`RateScale`]).
+    pub fn rescale_bitrate(&self) {
+        if self.enc.is_none() || self.bitrate_prop.is_none() || self.configured_kbps.is_none() {
+            return;
+        }
+        let scaled = {
+            let mut rs = self.rate_scale.lock().unwrap();
+            rs.sample(Instant::now(), self.encoded.load(Ordering::Relaxed));
+            let Some(nominal) = self.nominal_fps() else {
+                return;
+            };
+            let Some(factor) = rs.update(nominal) else {
+                return;
+            };
+            let kbps = self.current_kbps.load(Ordering::Relaxed);
+            log::debug(&format!(
+                "{}: {:.1} frames/s encoded, {nominal:.0} nominal: bitrate property ×{factor:.2}",
+                self.codec.name(),
+                rs.fps().unwrap_or(0.0)
+            ));
+            rs.scale(kbps)
+        };
+        self.write_bitrate(scaled);
+    }
+
+    /// The frame rate of the encoder's input caps (`None` if unknown or variable).
+    fn nominal_fps(&self) -> Option<f64> {
+        let caps = self.enc.as_ref()?.static_pad("sink")?.current_caps()?;
+        let f = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
+        (f.numer() > 0 && f.denom() > 0).then(|| f64::from(f.numer()) / f64::from(f.denom()))
+    }
+
+    /// Writes `kbps` to the encoder's bitrate property.
+    fn write_bitrate(&self, kbps: u32) {
         let (Some(enc), Some(prop), Some(_)) = (&self.enc, self.bitrate_prop, self.configured_kbps)
         else {
             return;
         };
-        if self.current_kbps.swap(kbps, Ordering::Relaxed) == kbps {
-            return;
-        }
-        log::info(&format!("{}: bitrate {kbps} kbit/s", self.codec.name()));
         if let Err(e) = prop.write_kbps(enc, kbps) {
             log::warn(&format!(
                 "{}: cannot set the bitrate: {e}",
@@ -910,5 +1032,43 @@ mod tests {
                 started.elapsed()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod rate_scale_tests {
+    use super::RateScale;
+    use std::time::{Duration, Instant};
+
+    fn run(rs: &mut RateScale, t0: Instant, fps: u64, secs: u64) {
+        for i in 0..=fps * secs {
+            rs.sample(t0 + Duration::from_secs_f64(i as f64 / fps as f64), i);
+        }
+    }
+
+    #[test]
+    fn a_30_fps_stream_behind_60_fps_caps_gets_twice_the_bitrate() {
+        let t0 = Instant::now();
+        let mut rs = RateScale::default();
+        assert_eq!(rs.update(60.0), None, "nothing measured yet");
+        run(&mut rs, t0, 30, 3);
+        assert!((rs.fps().unwrap() - 30.0).abs() < 0.5);
+        assert_eq!(rs.update(60.0), Some(2.0));
+        assert_eq!(rs.scale(4000), 8000);
+        // Unchanged rate: nothing to rewrite.
+        assert_eq!(rs.update(60.0), None);
+        // Caps at the real rate: the factor goes back to 1.
+        assert_eq!(rs.update(30.0), Some(1.0));
+    }
+
+    #[test]
+    fn sporadic_frames_leave_the_factor_alone_and_it_is_bounded() {
+        let t0 = Instant::now();
+        let mut rs = RateScale::default();
+        run(&mut rs, t0, 1, 5);
+        assert_eq!(rs.update(60.0), None);
+        let mut rs = RateScale::default();
+        run(&mut rs, t0, 5, 5);
+        assert_eq!(rs.update(60.0), Some(RateScale::MAX));
     }
 }

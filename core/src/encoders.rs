@@ -362,6 +362,7 @@ impl Encoders {
         };
         for enc in running {
             enc.flush_if_idle(scanout.as_ref());
+            enc.rescale_bitrate();
         }
         let failed: Vec<(Arc<Encoder>, bool, Vec<LostFn>)> = {
             let mut st = self.state.lock().unwrap();

@@ -32,9 +32,15 @@
 //!   frames stamped before a change are ignored, so one burst raises once, and so are the
 //!   reports on a new stream's frames until it is down to the latency, or in its first
 //!   [`STREAM_GRACE`].
+//! * **Not for the server's own backlog.** Late frames stamped while the client's send queue
+//!   was backed up (the link slower than the stream), or up to [`QUEUED_GRACE_MS`] after, do
+//!   not raise ([`Verdict::Queued`]): rate control handles that congestion, and a latency
+//!   raised for it would only add to every frame once the backlog is gone.
 //! * **Lower** after [`CALM_AFTER_LOWER`] without a late frame ([`CALM_AFTER_RAISE`] after a
-//!   raise): by an eighth of the latency (at least 1 ms), but never by more than the smallest
-//!   margin seen meanwhile minus the headroom, so no frame becomes late by it. A lowering is
+//!   raise, [`CALM_AFTER_HIGH_RAISE`] after one above [`FAST_LOWER_ABOVE_MS`]): by an eighth of
+//!   the latency (at least 1 ms; above [`FAST_LOWER_ABOVE_MS`] by half the spare margin if that
+//!   is more), but never by more than the smallest margin seen meanwhile minus the headroom,
+//!   so no frame becomes late by it. A lowering is
 //!   applied gently: each frame is stamped at most a [`RAMP_DIVISOR`]th of the time since the
 //!   previous frame (at least 1 ms) closer to the server's clock than that one, i.e. the client
 //!   plays at most 10 % faster meanwhile; stamps never go backwards, so spice-gtk never resets,
@@ -81,6 +87,16 @@ pub const STREAM_GRACE: Duration = Duration::from_secs(1);
 pub const SETTLED_AFTER: Duration = Duration::from_secs(5);
 /// How often the round trip is measured.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
+/// Late frames stamped up to this long after the last frame that waited behind a backlog in
+/// the server's send queue do not raise the latency: that backlog (and the one in the network
+/// behind it) is still draining.
+pub const QUEUED_GRACE_MS: i32 = 1000;
+/// No late frame for this long after a raise to above [`FAST_LOWER_ABOVE_MS`] before lowering:
+/// such a latency costs every frame, and lowering keeps clear of the margins seen.
+pub const CALM_AFTER_HIGH_RAISE: Duration = Duration::from_secs(4);
+/// Above this latency (ms), a lowering takes half the spare margin at once if that is more
+/// than an eighth: a latency raised high comes down within a few calm periods.
+pub const FAST_LOWER_ABOVE_MS: u32 = STREAM_START_MS;
 /// Frames per STREAM_REPORT asked of clients in the automatic mode: every frame's margin is
 /// seen (32 bytes upstream per frame). spice-server asks for 5; so does the fixed mode.
 pub const REPORT_WINDOW_AUTO: u32 = 1;
@@ -112,6 +128,10 @@ pub enum Verdict {
     Lowered { from: u32, to: u32 },
     /// About frames stamped before the last change or in a stream's first second.
     Ignored,
+    /// Frames were late, but they were stamped while the server's send queue was backed up
+    /// (or soon after, see [`Latency::queued`]): the link, not the client, made them late, and
+    /// rate control already saw the backlog. The latency stays.
+    Queued,
 }
 
 /// One client's display latency.
@@ -126,6 +146,8 @@ pub struct Latency {
     /// The latency the last stamp was given with (moves to `target`, gently when lowering).
     applied: u32,
     last_stamp: Option<u32>,
+    /// The stamp of the last frame queued behind a backlog ([`Self::queued`]).
+    queued_stamp: Option<u32>,
     /// The server's clock at the last stamp.
     last_server: Option<u32>,
     /// Reports on frames stamped before this are about an older latency (or a new stream).
@@ -162,6 +184,7 @@ impl Latency {
             target: base,
             applied: base,
             last_stamp: None,
+            queued_stamp: None,
             last_server: None,
             fresh_from: None,
             change_pending: false,
@@ -271,6 +294,13 @@ impl Latency {
         stamp
     }
 
+    /// The frame stamped last waits behind a backlog in the server's send queue (the link is
+    /// slower than the stream): late frames up to [`QUEUED_GRACE_MS`] after it are the
+    /// server's congestion, not the client's, and do not raise the latency.
+    pub fn queued(&mut self) {
+        self.queued_stamp = self.last_stamp;
+    }
+
     /// Headroom kept over the smallest margin, ms.
     fn headroom(&self) -> u32 {
         let quarter_rtt = self.srtt_us.map_or(0, |us| (us / 4000) as u32);
@@ -310,6 +340,15 @@ impl Latency {
             self.calm_since = now;
             self.min_margin = None;
         }
+        if late
+            && self
+                .queued_stamp
+                .is_some_and(|q| mm_diff(r.end_frame_mm_time, q) <= QUEUED_GRACE_MS)
+        {
+            self.calm_since = now;
+            self.min_margin = None;
+            return Verdict::Queued;
+        }
         if late {
             if self.target >= MAX_MS {
                 self.calm_since = now;
@@ -331,7 +370,11 @@ impl Latency {
         let margin = r.last_frame_delay;
         self.min_margin = Some(self.min_margin.map_or(margin, |m| m.min(margin)));
         let calm_needed = if self.last_raise.is_some_and(|t| t >= self.last_change) {
-            CALM_AFTER_RAISE
+            if self.target > FAST_LOWER_ABOVE_MS {
+                CALM_AFTER_HIGH_RAISE
+            } else {
+                CALM_AFTER_RAISE
+            }
         } else {
             CALM_AFTER_LOWER
         };
@@ -340,10 +383,13 @@ impl Latency {
                 .min_margin
                 .map_or(0, |m| m - self.headroom() as i32)
                 .max(0) as u32;
-            let step = (self.target / 8)
-                .max(1)
-                .min(spare)
-                .min(self.target - MIN_MS);
+            let eighth = (self.target / 8).max(1);
+            let step = if self.target > FAST_LOWER_ABOVE_MS {
+                eighth.max(spare / 2)
+            } else {
+                eighth
+            };
+            let step = step.min(spare).min(self.target - MIN_MS);
             if step > 0 {
                 let from = self.target;
                 self.change(from - step, now);
@@ -555,6 +601,64 @@ mod tests {
             l.report(&report(s, s, 1, 0, 60), t + CALM_AFTER_RAISE),
             Verdict::Lowered { .. }
         ));
+    }
+
+    #[test]
+    fn frames_late_from_the_servers_backlog_do_not_raise() {
+        let t0 = Instant::now();
+        let mut l = Latency::new(None, t0);
+        let mut now = 10_000u32;
+        let mut t = t0;
+        // Frames wait behind a backlog for a second; their reports come late.
+        let mut last_queued = 0;
+        for _ in 0..30 {
+            last_queued = l.stamp(now);
+            l.queued();
+            now += 33;
+            t += Duration::from_millis(33);
+            let v = l.report(&report(last_queued, last_queued, 1, 1, -300), t);
+            assert_eq!(v, Verdict::Queued);
+        }
+        // Draining: late frames within the grace stamped after the last queued one.
+        let s = l.stamp(now + 500);
+        assert!(mm_diff(s, last_queued) <= QUEUED_GRACE_MS);
+        assert_eq!(l.report(&report(s, s, 1, 1, -100), t), Verdict::Queued);
+        assert_eq!(l.target_ms(), START_MS);
+        // Well after the backlog, a late frame raises as before.
+        let s = l.stamp(now + 3000);
+        assert!(matches!(
+            l.report(&report(s, s, 1, 1, -20), t + Duration::from_secs(3)),
+            Verdict::Raised { .. }
+        ));
+    }
+
+    #[test]
+    fn a_high_latency_comes_down_fast_when_frames_arrive_early() {
+        let t0 = Instant::now();
+        let mut l = Latency::new(None, t0);
+        let mut now = 10_000u32;
+        let mut t = t0;
+        let s = l.stamp(now);
+        l.report(&report(s, s, 1, 1, -1000), t + Duration::from_millis(100));
+        assert_eq!(l.target_ms(), MAX_MS);
+        let raised_at = t;
+        let mut down_at = None;
+        while t < t0 + Duration::from_secs(60) {
+            now += 33;
+            t += Duration::from_millis(33);
+            let s = l.stamp(now);
+            // Frames arrive 5 ms after they leave: the margin is the applied latency − 5.
+            let margin = mm_diff(s, now) + START_MS as i32 - 5;
+            l.report(&report(s, s, 1, 0, margin), t);
+            if l.target_ms() <= FAST_LOWER_ABOVE_MS {
+                down_at = Some(t);
+                break;
+            }
+        }
+        let took = down_at.expect("stayed high").duration_since(raised_at);
+        // CALM_AFTER_HIGH_RAISE, then halving the spare margin each calm period (400 -> 204
+        // -> 106 ms; below FAST_LOWER_ABOVE_MS by an eighth as before).
+        assert!(took <= Duration::from_secs(10), "took {took:?}");
     }
 
     #[test]

@@ -179,6 +179,11 @@ impl Outbox {
         true
     }
 
+    /// Stream frames waiting for the writer (not counting one being written).
+    pub fn queued_frames(&self) -> usize {
+        self.state.lock().unwrap().stream_items
+    }
+
     /// Whether the channel was closed.
     pub fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed

@@ -432,10 +432,30 @@ struct FlushState {
     last_push: Option<Instant>,
     last_au: Option<Instant>,
     pending: bool,
+    /// Frames pushed since the pipeline was last silent for [`FLUSH_AFTER`]. A short burst is
+    /// a lone change (a key typed, a menu opened; QEMU may send one change as two refreshes),
+    /// pushed out after [`FLUSH_ISOLATED_AFTER`].
+    burst: u32,
+}
+
+impl FlushState {
+    /// How long after its access unit the last frame is pushed out.
+    fn wait(&self) -> Duration {
+        if self.burst <= LONE_BURST {
+            FLUSH_ISOLATED_AFTER
+        } else {
+            FLUSH_AFTER
+        }
+    }
 }
 
 /// How long an H.264/H.265 pipeline stays silent before its last frame is pushed out.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
+/// The same after a lone frame: nothing else is coming soon, so the follow-up goes at once
+/// instead of holding the change back from the person waiting for it.
+pub const FLUSH_ISOLATED_AFTER: Duration = Duration::from_millis(5);
+/// A burst of at most this many frames is a lone change.
+const LONE_BURST: u32 = 3;
 
 /// Asks an encoder pipeline for a keyframe. Requests closer than 200 ms to the previous one are
 /// merged, so many clients asking at once cost one keyframe.
@@ -680,8 +700,14 @@ impl Encoder {
     pub fn push_draw(&self, rect: Rect, release: DrawRelease) -> Result<(), DrawError> {
         {
             let mut f = self.flush.lock().unwrap();
+            let now = Instant::now();
+            f.burst = if f.last_push.is_none_or(|p| now - p >= FLUSH_AFTER) {
+                1
+            } else {
+                f.burst.saturating_add(1)
+            };
             f.pending = true;
-            f.last_push = Some(Instant::now());
+            f.last_push = Some(now);
         }
         self.src.push_draw(rect, release)
     }
@@ -691,8 +717,9 @@ impl Encoder {
     /// A client's H.264/H.265 parser (spice-gtk gives it no alignment) only knows a frame ended
     /// when the next start code arrives, so the last frame before the guest goes idle, or the
     /// only frame a joining client gets, would stay undecoded. When the pipeline has been silent
-    /// for 100 ms after such a frame, the current scanout is encoded once more (no cookie; a
-    /// near-empty P-frame) and that follow-up completes the previous frame at the client.
+    /// for 100 ms after such a frame (5 ms after a lone change, [`FLUSH_ISOLATED_AFTER`]), the
+    /// current scanout is encoded once more (no cookie; a near-empty P-frame) and that
+    /// follow-up completes the previous frame at the client.
     pub fn flush_if_idle(&self, scanout: Option<&Arc<Scanout>>) {
         if !matches!(self.codec, VideoCodec::H264 | VideoCodec::H265) {
             return;
@@ -701,7 +728,7 @@ impl Encoder {
         {
             let mut f = self.flush.lock().unwrap();
             let idle = match (f.last_push, f.last_au) {
-                (Some(push), Some(au)) => au >= push && au.elapsed() >= FLUSH_AFTER,
+                (Some(push), Some(au)) => au >= push && au.elapsed() >= f.wait(),
                 _ => false,
             };
             if !f.pending || !idle {
@@ -840,6 +867,17 @@ impl Drop for Encoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lone_change_is_pushed_out_sooner_than_a_burst() {
+        let mut f = super::FlushState::default();
+        for burst in 1..=super::LONE_BURST {
+            f.burst = burst;
+            assert_eq!(f.wait(), super::FLUSH_ISOLATED_AFTER);
+        }
+        f.burst = super::LONE_BURST + 1;
+        assert_eq!(f.wait(), super::FLUSH_AFTER);
+    }
+
     use super::*;
 
     fn init() {

@@ -343,6 +343,25 @@ impl Encoders {
         }
     }
 
+    /// Pushes the last frame of a burst out of idle pipelines ([`Encoder::flush_if_idle`]);
+    /// called more often than [`Self::tend`], so that a lone change is not held back.
+    pub fn flush_idle(&self) {
+        let (running, scanout): (Vec<Arc<Encoder>>, _) = {
+            let st = self.state.lock().unwrap();
+            (
+                st.encoders
+                    .values()
+                    .filter(|e| !e.failed() && e.subscribers() > 0)
+                    .cloned()
+                    .collect(),
+                st.scanout.clone(),
+            )
+        };
+        for enc in running {
+            enc.flush_if_idle(scanout.as_ref());
+        }
+    }
+
     /// Periodic care (the supervisor thread): pushes the last frame of a burst out of idle
     /// pipelines, and restarts pipelines that hit an error (their frames were released when
     /// they stopped). A pipeline file that failed [`MAX_FAILURES`] times is given up for the

@@ -399,8 +399,15 @@ impl Core {
     /// Restarts failed pipelines and flushes idle ones until the server stops.
     fn supervise(&self) {
         let mut last_trim = Instant::now();
+        let mut last_tend = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(50));
+            // Every 10 ms a lone change's follow-up frame may be due; the rest every 50 ms.
+            std::thread::sleep(Duration::from_millis(10));
+            if last_tend.elapsed() < Duration::from_millis(50) {
+                self.encoders.flush_idle();
+                continue;
+            }
+            last_tend = Instant::now();
             self.encoders.tend();
             if last_trim.elapsed() >= trim::INTERVAL && trim::take_wanted() {
                 trim::release_free_memory();

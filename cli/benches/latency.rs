@@ -44,7 +44,7 @@ use spice_shim_core::proto::VideoCodec;
 use spice_shim_core::{Config, Shim};
 use test_guest::{ChannelOrder, GREY, GuestBuffer, read_counter};
 
-use common::{load_average, nproc, proc_line, summary, utc_now};
+use common::{load_average, mono, nproc, proc_line, summary, utc_now};
 
 const COMMAND: &str = "cargo bench -p spice-shim-cli --bench latency";
 const PYTHON: &str = "/usr/bin/python3";
@@ -127,12 +127,6 @@ const QUICK: Timing = Timing {
     warmup: Duration::from_secs(1),
     window: Duration::from_secs(3),
 };
-
-/// CLOCK_MONOTONIC in seconds, as Python's `time.monotonic()`.
-fn mono() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
 
 // ---------------------------------------------------------------------------------------------
 // The picture.

@@ -37,7 +37,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
+use common::{
+    ProcCpu, fmt, load_average, machine_busy, ms, nproc, proc_cpu, proc_line, ratio, stat_comm,
+    utc_now,
+};
 use qemu::{DbusDaemon, FB_HEIGHT, FB_WIDTH, Guest, Qemu, REDRAW, SHIM_TIMEOUT, Shim};
 use support::{CLIENT_TIMEOUT, Stats, Xvfb};
 use util::{ChildGuard, TempDir};
@@ -54,39 +57,6 @@ const DRAIN: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
 // CPU time from /proc
-
-/// CPU time (user + system) of one process, in total and per thread name (threads of the same
-/// name summed).
-#[derive(Debug, Clone, Default)]
-struct ProcCpu {
-    total: Duration,
-    threads: BTreeMap<String, Duration>,
-}
-
-/// The command name in a `/proc/.../stat` line (between the first `(` and the last `)`).
-fn stat_comm(stat: &str) -> String {
-    match (stat.find('('), stat.rfind(')')) {
-        (Some(a), Some(b)) if a < b => stat[a + 1..b].to_string(),
-        _ => String::new(),
-    }
-}
-
-fn proc_cpu(pid: u32) -> ProcCpu {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let mut out = ProcCpu {
-        total: stat_cpu_faults(&stat).0,
-        threads: BTreeMap::new(),
-    };
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            *out.threads.entry(stat_comm(&stat)).or_default() += stat_cpu_faults(&stat).0;
-        }
-    }
-    out
-}
 
 /// The processes this benchmark started (children of this process): pid and name.
 fn children() -> Vec<(u32, String)> {
@@ -371,23 +341,6 @@ fn run_phase(vm: &mut Qemu, bus: &DbusDaemon, codec: &str, window: Duration) -> 
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// `a / b`, or NaN when `b` is 0 (printed as `-`).
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 { f64::NAN } else { a / b }
-}
-
-fn fmt(v: f64, decimals: usize) -> String {
-    if v.is_finite() {
-        format!("{v:.decimals$}")
-    } else {
-        "-".into()
-    }
-}
 
 fn print_header(quick: bool, window: Duration) {
     let cpu = proc_line("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());

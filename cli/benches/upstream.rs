@@ -73,7 +73,6 @@ mod support;
 #[path = "../tests/util/mod.rs"]
 mod util;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -84,7 +83,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, summary, utc_now};
+use common::{
+    ProcCpu, fmt, load_average, machine_busy, mono, ms, nproc, proc_cpu, proc_line, ratio,
+    stat_cpu_faults, summary, utc_now,
+};
 use qemu::{
     BOOT_TIMEOUT, DbusDaemon, FB_HEIGHT, FB_WIDTH, Guest, MARKS, PICTURE_KEYS, Qemu, SHIM_TIMEOUT,
     Shim,
@@ -184,12 +186,6 @@ const CRASH_CASES: [CrashCase; 7] = [
     crash_case("qxl", true, Some("h264"), 0.0),
     crash_case("std", true, None, 0.0),
 ];
-
-/// CLOCK_MONOTONIC in seconds, as Python's `time.monotonic()`.
-fn mono() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
 
 // ---------------------------------------------------------------------------------------------
 // The byte-counting TCP forwarder
@@ -697,41 +693,6 @@ impl Client {
 // ---------------------------------------------------------------------------------------------
 // CPU time from /proc
 
-/// CPU time (user + system) of one process, in total and per thread name.
-#[derive(Debug, Clone, Default)]
-struct ProcCpu {
-    total: Duration,
-    threads: BTreeMap<String, Duration>,
-}
-
-/// The command name in a `/proc/.../stat` line (between the first `(` and the last `)`).
-fn stat_comm(stat: &str) -> String {
-    match (stat.find('('), stat.rfind(')')) {
-        (Some(a), Some(b)) if a < b => stat[a + 1..b].to_string(),
-        _ => String::new(),
-    }
-}
-
-fn proc_cpu(pid: Option<u32>) -> ProcCpu {
-    let Some(pid) = pid else {
-        return ProcCpu::default();
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let mut out = ProcCpu {
-        total: stat_cpu_faults(&stat).0,
-        threads: BTreeMap::new(),
-    };
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            *out.threads.entry(stat_comm(&stat)).or_default() += stat_cpu_faults(&stat).0;
-        }
-    }
-    out
-}
-
 /// CPU time of the processes this benchmark started (its children) together.
 fn children_cpu() -> Duration {
     let me = std::process::id();
@@ -753,7 +714,7 @@ fn children_cpu() -> Duration {
             total += stat_cpu_faults(&stat).0;
         }
     }
-    total + proc_cpu(Some(me)).total
+    total + proc_cpu(me).total
 }
 
 /// The moment a window starts or ends.
@@ -772,8 +733,8 @@ impl Snapshot {
     fn take(qemu: u32, shim: Option<u32>, fwd: &Forwarder) -> Self {
         Self {
             at: mono(),
-            qemu: proc_cpu(Some(qemu)),
-            shim: proc_cpu(shim),
+            qemu: proc_cpu(qemu),
+            shim: shim.map(proc_cpu).unwrap_or_default(),
             ours: children_cpu(),
             machine: machine_busy(),
             down: fwd.down(),
@@ -1457,23 +1418,6 @@ fn print_h264(attempts: &[CrashAttempt]) {
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// `a / b`, or NaN when `b` is 0 (printed as `-`).
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 { f64::NAN } else { a / b }
-}
-
-fn fmt(v: f64, decimals: usize) -> String {
-    if v.is_finite() {
-        format!("{v:.decimals$}")
-    } else {
-        "-".into()
-    }
-}
 
 fn fmt_summary(s: Option<(f64, f64, f64)>) -> String {
     s.map_or("- / - / -".into(), |(a, b, c)| {

@@ -101,3 +101,62 @@ pub fn quick_env(own: &str) -> bool {
         .iter()
         .any(|k| std::env::var_os(k).is_some_and(|v| v != "0"))
 }
+
+/// CPU time (user + system) of one process, in total and per thread name (threads of the same
+/// name summed).
+#[derive(Debug, Clone, Default)]
+pub struct ProcCpu {
+    pub total: Duration,
+    pub threads: std::collections::BTreeMap<String, Duration>,
+}
+
+/// The command name in a `/proc/.../stat` line (between the first `(` and the last `)`).
+pub fn stat_comm(stat: &str) -> String {
+    match (stat.find('('), stat.rfind(')')) {
+        (Some(a), Some(b)) if a < b => stat[a + 1..b].to_string(),
+        _ => String::new(),
+    }
+}
+
+/// [`ProcCpu`] of process `pid` from /proc (zero if it is gone).
+pub fn proc_cpu(pid: u32) -> ProcCpu {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let mut out = ProcCpu {
+        total: stat_cpu_faults(&stat).0,
+        threads: Default::default(),
+    };
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            *out.threads.entry(stat_comm(&stat)).or_default() += stat_cpu_faults(&stat).0;
+        }
+    }
+    out
+}
+
+/// Milliseconds of `d`.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `a / b`, or NaN when `b` is 0 (printed as `-` by [`fmt`]).
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::NAN } else { a / b }
+}
+
+/// `v` with `decimals` decimals, or `-` if it is not a number.
+pub fn fmt(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds, as Python's `time.monotonic()` (and Rust's `Instant`).
+pub fn mono() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}

@@ -64,14 +64,6 @@ pub struct ProcCpu {
     pub threads: HashMap<u32, (String, Duration)>,
 }
 
-/// The command name in a `/proc/.../stat` line (between the first `(` and the last `)`).
-fn stat_comm(stat: &str) -> String {
-    match (stat.find('('), stat.rfind(')')) {
-        (Some(a), Some(b)) if a < b => stat[a + 1..b].to_string(),
-        _ => String::new(),
-    }
-}
-
 /// Time on a CPU of one thread: the first field of `schedstat` (ns), or utime + stime of its
 /// `stat` line where the kernel has no schedstat.
 fn thread_cpu(task: &std::path::Path, stat: &str) -> Duration {
@@ -99,8 +91,10 @@ pub fn proc_cpu(pid: &str) -> ProcCpu {
         };
         let path = task.path();
         if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
-            out.threads
-                .insert(tid, (stat_comm(&stat), thread_cpu(&path, &stat)));
+            out.threads.insert(
+                tid,
+                (crate::common::stat_comm(&stat), thread_cpu(&path, &stat)),
+            );
         }
     }
     out

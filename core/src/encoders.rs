@@ -343,20 +343,23 @@ impl Encoders {
         }
     }
 
+    /// The pipelines that run for someone, and the current scanout.
+    fn running(&self) -> (Vec<Arc<Encoder>>, Option<Arc<Scanout>>) {
+        let st = self.state.lock().unwrap();
+        (
+            st.encoders
+                .values()
+                .filter(|e| !e.failed() && e.subscribers() > 0)
+                .cloned()
+                .collect(),
+            st.scanout.clone(),
+        )
+    }
+
     /// Pushes the last frame of a burst out of idle pipelines ([`Encoder::flush_if_idle`]);
     /// called more often than [`Self::tend`], so that a lone change is not held back.
     pub fn flush_idle(&self) {
-        let (running, scanout): (Vec<Arc<Encoder>>, _) = {
-            let st = self.state.lock().unwrap();
-            (
-                st.encoders
-                    .values()
-                    .filter(|e| !e.failed() && e.subscribers() > 0)
-                    .cloned()
-                    .collect(),
-                st.scanout.clone(),
-            )
-        };
+        let (running, scanout) = self.running();
         for enc in running {
             enc.flush_if_idle(scanout.as_ref());
         }
@@ -368,17 +371,7 @@ impl Encoders {
     /// codec's next file (its clients subscribe again, starting with a keyframe); after the
     /// last file, the codec is given up and its clients fall back to another codec.
     pub fn tend(&self) {
-        let (running, scanout): (Vec<Arc<Encoder>>, _) = {
-            let st = self.state.lock().unwrap();
-            (
-                st.encoders
-                    .values()
-                    .filter(|e| !e.failed() && e.subscribers() > 0)
-                    .cloned()
-                    .collect(),
-                st.scanout.clone(),
-            )
-        };
+        let (running, scanout) = self.running();
         for enc in running {
             enc.flush_if_idle(scanout.as_ref());
             enc.rescale_bitrate();

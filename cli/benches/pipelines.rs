@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -21,7 +20,10 @@ use spice_shim_core::encoder::read_pipeline;
 use spice_shim_core::proto::codec::VideoCodec;
 use test_guest::{GuestBuffer, Pattern, render};
 
-use common::{load_average, machine_busy, nproc, proc_line, stat_cpu_faults, utc_now};
+use common::{
+    load_average, machine_busy, nproc, pipelines_dir, proc_line, stat_cpu_faults, utc_now,
+    wait_until,
+};
 
 const COMMAND: &str = "cargo bench -p spice-shim-cli --bench pipelines";
 const RING: usize = 3;
@@ -192,44 +194,6 @@ impl Measurement {
 enum Window {
     Time(Duration),
     Frames(u64),
-}
-
-/// Polls the bus until `done()` holds; an error or an early EOS fails the case.
-fn wait_until(
-    pipeline: &gst::Pipeline,
-    deadline: Instant,
-    mut done: impl FnMut() -> bool,
-) -> Result<(), String> {
-    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
-    loop {
-        if done() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("timed out".into());
-        }
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(2),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        );
-        match msg.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Error(e)) => {
-                return Err(format!(
-                    "error from {}: {}",
-                    e.src().map(|s| s.path_string()).unwrap_or_default(),
-                    e.error()
-                ));
-            }
-            Some(gst::MessageView::Eos(_)) => {
-                return if done() {
-                    Ok(())
-                } else {
-                    Err("EOS before the window was complete".into())
-                };
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Waits for `warm` frames, then measures one window.
@@ -812,10 +776,6 @@ const CODECS: [VideoCodec; 5] = [
     VideoCodec::Mjpeg,
 ];
 const SIZES: [(u32, u32); 2] = [(1280, 720), (1920, 1080)];
-
-fn pipelines_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines")
-}
 
 fn encode_shim(text: &str, width: u32, height: u32, warm: u64, frames: u64) -> CaseResult {
     let pipeline = launch(text)?;

@@ -29,7 +29,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -43,7 +42,7 @@ use spice_shim_core::pipeline_files::choose;
 use spice_shim_core::proto::codec::VideoCodec;
 use test_guest::{Guest, GuestBuffer, Pattern, damage_bounds, render, render_update};
 
-use common::{load_average, machine_busy, nproc, proc_line, utc_now};
+use common::{load_average, machine_busy, nproc, pipelines_dir, proc_line, utc_now, wait_until};
 
 const COMMAND: &str = "cargo bench -p spice-shim-cli --bench workloads";
 const RING: usize = 3;
@@ -451,38 +450,6 @@ fn stop_case(pipeline: &gst::Pipeline, ring: &Ring, guest: JoinHandle<()>) -> (S
     }
 }
 
-/// Polls the bus until `done()` holds; an error or an early EOS fails the case.
-fn wait_until(
-    pipeline: &gst::Pipeline,
-    deadline: Instant,
-    mut done: impl FnMut() -> bool,
-) -> Result<(), String> {
-    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
-    loop {
-        if done() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("timed out".into());
-        }
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(2),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        );
-        match msg.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Error(e)) => {
-                return Err(format!(
-                    "error from {}: {}",
-                    e.src().map(|s| s.path_string()).unwrap_or_default(),
-                    e.error()
-                ));
-            }
-            Some(gst::MessageView::Eos(_)) => return Err("unexpected EOS".into()),
-            _ => {}
-        }
-    }
-}
-
 /// CPU and time figures at one instant of a case.
 struct Snapshot {
     t: Instant,
@@ -600,10 +567,6 @@ fn encode(
         others_percent: 100.0 * others.as_secs_f64() / (secs.max(1e-9) * nproc() as f64),
         note,
     })
-}
-
-fn pipelines_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines")
 }
 
 /// The encoder settings that set the output size, read from the pipeline text.

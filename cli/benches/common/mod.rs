@@ -160,3 +160,47 @@ pub fn mono() -> f64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
+
+/// The project's `pipelines/` directory.
+pub fn pipelines_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines")
+}
+
+/// Polls the bus until `done()` holds; an error or an early EOS fails the case.
+pub fn wait_until(
+    pipeline: &gst::Pipeline,
+    deadline: std::time::Instant,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), String> {
+    use gst::prelude::*;
+    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
+    loop {
+        if done() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("timed out".into());
+        }
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(2),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                return Err(format!(
+                    "error from {}: {}",
+                    e.src().map(|s| s.path_string()).unwrap_or_default(),
+                    e.error()
+                ));
+            }
+            Some(gst::MessageView::Eos(_)) => {
+                return if done() {
+                    Ok(())
+                } else {
+                    Err("EOS before the window was complete".into())
+                };
+            }
+            _ => {}
+        }
+    }
+}
